@@ -1,0 +1,32 @@
+"""The one atomic-write helper: write to a temporary file beside the target, then rename.
+
+A job killed mid-write leaves only ``<name>.tmp-<pid>`` behind, never a file under
+the final name, so neither Snakemake nor ``rs3l merge`` can mistake it for output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike):
+    """Yield a temporary path; on success it is fsynced and renamed to ``target``."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(target: str | os.PathLike, text: str) -> None:
+    with atomic_path(target) as tmp:
+        Path(tmp).write_text(text)

@@ -1,0 +1,165 @@
+"""Load, validate and resolve the rs3l configuration.
+
+The JSON schema (``workflow/schemas/config.schema.yaml``) holds every default;
+this module fills them in, then checks what a schema cannot express (names that
+must refer to defined views, processes and classes). Errors name the key and
+the allowed values, and are raised before any job starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+DEFAULT_CONFIG = "config/config.yaml"
+# Settings a `parton`-intervention view may change: the shower is shared, so only
+# hadronization (and hadron decays) may differ between such views.
+HADRONIZATION_PREFIXES = ("StringZ:", "StringPT:", "StringFlav:", "HadronLevel:", "FragmentationSystems:", "ParticleDecays:")
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the key and what would be right."""
+
+
+def schema() -> dict:
+    return yaml.safe_load(resources.files("rs3l").joinpath("config.schema.yaml").read_text())
+
+
+def _with_defaults(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def _path(error) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+
+
+def _fill_defaults(cfg: dict, sch: dict) -> None:
+    # Two passes: defaults of maps such as `views` carry nested defaults (intervention, settings).
+    for _ in range(2):
+        errors = sorted(_Validator(sch).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+        if errors:
+            e = errors[0]
+            msg = e.message
+            if e.validator == "enum":
+                msg = f"{e.instance!r} is not allowed; allowed values: {', '.join(map(str, e.validator_value))}"
+            elif e.validator == "additionalProperties":
+                allowed = sorted(e.schema.get("properties", {}))
+                msg = f"{e.message}; allowed keys: {', '.join(allowed)}"
+            raise ConfigError(f"invalid config key '{_path(e)}': {msg}")
+
+
+def _known(kind: str, name: str, known) -> None:
+    if name not in known:
+        raise ConfigError(f"unknown {kind} '{name}'; known: {', '.join(known)}")
+
+
+def check(cfg: dict) -> None:
+    """Cross-reference checks that the schema cannot express."""
+    sim = cfg["simulation"]
+    for name in sim["processes"]:
+        _known("process", name, list(cfg["processes"]))
+    for name in sim["views"]:
+        _known("view", name, list(cfg["views"]))
+    for name in sim["replicas"]:
+        if name not in sim["views"]:
+            raise ConfigError(f"simulation.replicas names view '{name}', which is not in simulation.views: {', '.join(sim['views'])}")
+    classes = cfg["classes"]
+    for pname, proc in cfg["processes"].items():
+        lab = proc["labelling"]
+        if lab["kind"] == "resonance":
+            for key in ("pdg_id", "n_partons", "label"):
+                if key not in lab:
+                    raise ConfigError(f"processes.{pname}.labelling: kind 'resonance' needs '{key}'")
+            if lab["label"] not in classes:
+                raise ConfigError(f"processes.{pname}.labelling.label '{lab['label']}' is not a class; classes: {', '.join(classes)}")
+    for vname, view in cfg["views"].items():
+        if view["intervention"] == "parton":
+            bad = [s for s in view["settings"] if not s.strip().startswith(HADRONIZATION_PREFIXES)]
+            if bad:
+                raise ConfigError(
+                    f"views.{vname}: a 'parton'-intervention view shares the shower, so it may only change "
+                    f"hadronization settings ({', '.join(HADRONIZATION_PREFIXES)}); got {bad}")
+        if view["intervention"] == "detector" and view["settings"]:
+            raise ConfigError(f"views.{vname}: a 'detector'-intervention view re-runs only the detector; "
+                              f"put its changes under views.{vname}.detector, not settings")
+        det_keys = schema()["properties"]["detector"]["properties"]
+        for key in view["detector"]:
+            if key not in det_keys:
+                raise ConfigError(f"views.{vname}.detector: unknown parameter '{key}'; known: {', '.join(det_keys)}")
+    for v in cfg["pretrain"]["augment_views"]:
+        if v not in sim["views"]:
+            raise ConfigError(f"pretrain.augment_views names view '{v}', which is not simulated; simulation.views: {', '.join(sim['views'])}")
+    for tname, task in cfg["finetune"]["tasks"].items():
+        for side in ("signal", "background"):
+            for c in task[side]:
+                if c not in classes:
+                    raise ConfigError(f"finetune.tasks.{tname}.{side}: unknown class '{c}'; classes: {', '.join(classes)}")
+    if abs(sum(cfg["merge"]["splits"].values()) - 1.0) > 1e-6:
+        raise ConfigError(f"merge.splits must add up to 1; got {cfg['merge']['splits']}")
+    if cfg["jets"]["pt_max"] <= cfg["jets"]["pt_min"]:
+        raise ConfigError("jets.pt_max must be larger than jets.pt_min")
+
+
+def resolve(cfg: dict) -> dict:
+    """Validate ``cfg``, fill in the schema's defaults, check cross references. Returns a new dict."""
+    cfg = copy.deepcopy(cfg) if cfg else {}
+    _fill_defaults(cfg, schema())
+    check(cfg)
+    return cfg
+
+
+def load(path: str | Path | None = None, overrides: dict | None = None) -> dict:
+    path = Path(path or DEFAULT_CONFIG)
+    if not path.exists():
+        raise ConfigError(f"config file '{path}' does not exist (use --config to name another)")
+    cfg = yaml.safe_load(path.read_text()) or {}
+    if overrides:
+        cfg.update(overrides)
+    return resolve(cfg)
+
+
+def config_hash(cfg: dict) -> str:
+    """Hash of the resolved configuration (16 hex digits)."""
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def simulation_hash(cfg: dict) -> str:
+    """Hash of everything that determines the simulated data (not training settings).
+
+    Fragments carry it; merge refuses fragments whose hash differs from the config's.
+    """
+    keys = ("seed", "simulation", "processes", "classes", "views", "detector", "jets")
+    return config_hash({k: cfg[k] for k in keys})
+
+
+def settings_hash(settings: list[str]) -> str:
+    norm = sorted(" ".join(s.split()) for s in settings)
+    return hashlib.sha256(json.dumps(norm).encode()).hexdigest()[:12]
+
+
+def view_instances(cfg: dict) -> list[tuple[str, int]]:
+    """All (view, replica) pairs to simulate, in config order."""
+    reps = cfg["simulation"]["replicas"]
+    return [(v, r) for v in cfg["simulation"]["views"] for r in range(reps.get(v, 1))]
+
+
+def results_path(cfg: dict, *parts) -> Path:
+    return Path(cfg["results_dir"]).joinpath(*map(str, parts))
