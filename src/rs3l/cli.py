@@ -1,0 +1,127 @@
+"""``rs3l``: one subcommand per pipeline stage; each Snakemake rule calls exactly one.
+
+Heavy libraries (Pythia, torch, MLflow) are imported by the stage only when it
+runs, so ``rs3l --help`` and ``rs3l <stage> --help`` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from rs3l import __version__
+
+log = logging.getLogger("rs3l")
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="config/config.yaml",
+                   help="YAML config, validated against workflow/schemas/config.schema.yaml (default: %(default)s)")
+
+
+# name -> (module:function, help, argument builder)
+def _generate(p):
+    p.add_argument("--process", required=True, help="process name defined under `processes` in the config (e.g. top)")
+    p.add_argument("--events", type=int, required=True, help="number of hard-scattering events (> 0)")
+    p.add_argument("--chunk", type=int, default=0, help="chunk index; with the master seed it derives the seed (default 0)")
+    p.add_argument("--seed", type=int, default=None, help="Pythia seed; default: derived from (config seed, process, chunk)")
+    p.add_argument("--out", required=True, help="output LHE file (.lhe or .lhe.gz), written atomically")
+
+
+def _resimulate(p):
+    p.add_argument("--lhe", required=True, help="LHE file written by `rs3l generate`")
+    p.add_argument("--view", required=True, help="view name defined under `views` in the config (e.g. fsr_up)")
+    p.add_argument("--replica", type=int, default=0, help="replica number of the view (new random numbers; default 0)")
+    p.add_argument("--out", required=True, help="output Parquet fragment, written atomically")
+    p.add_argument("--max-events", type=int, default=None, help="stop after this many events (for quick looks)")
+
+
+def _merge(p):
+    p.add_argument("--fragments", nargs="+", required=True, help="Parquet fragments from `rs3l resimulate`")
+    p.add_argument("--out-dir", required=True, help="output folder: <split>/part-NNNNN.parquet and manifest.json")
+
+
+def _export_root(p):
+    p.add_argument("--data", required=True, help="merged data folder (with manifest.json)")
+    p.add_argument("--split", default="test", help="split to export (default: %(default)s)")
+    p.add_argument("--out", required=True, help="output ROOT file with TTree `jets`")
+
+
+def _tracking_init(p):
+    pass
+
+
+def _pretrain(p):
+    p.add_argument("--data", required=True, help="merged data folder (with manifest.json)")
+    p.add_argument("--out-dir", required=True, help="output folder: checkpoints, encoder.pt")
+
+
+def _finetune(p):
+    p.add_argument("--data", required=True, help="merged data folder (with manifest.json)")
+    p.add_argument("--encoder", default=None, help="encoder.pt from `rs3l pretrain` (not used with --mode scratch)")
+    p.add_argument("--task", required=True, help="task name under finetune.tasks")
+    p.add_argument("--mode", required=True, choices=["linear", "mlp", "full", "scratch"])
+    p.add_argument("--fraction", type=float, required=True, help="fraction of training labels used, in (0, 1]")
+    p.add_argument("--out-dir", required=True, help="output folder: model.pt, labels.json")
+
+
+def _evaluate(p):
+    p.add_argument("--data", required=True, help="merged data folder (with manifest.json)")
+    p.add_argument("--model-dir", required=True, help="output folder of `rs3l finetune`")
+    p.add_argument("--out", required=True, help="metrics JSON")
+
+
+def _report(p):
+    p.add_argument("--inputs", nargs="+", required=True, help="metrics JSON files from `rs3l evaluate`")
+    p.add_argument("--data", default=None, help="merged data folder, for the physics-validation plots")
+    p.add_argument("--out-dir", required=True, help="output folder: results.csv, results.md, plots")
+
+
+COMMANDS = {
+    "generate": ("rs3l.physics.generate:main", "generate hard-scattering events with Pythia 8 and write them as LHE", _generate),
+    "resimulate": ("rs3l.physics.resimulate:main", "re-simulate one view of an LHE file: shower, hadronization, detector, jets -> Parquet", _resimulate),
+    "merge": ("rs3l.data.merge:main", "align the views of each jet into train/val/test Parquet shards + manifest.json", _merge),
+    "export-root": ("rs3l.data.export_root:main", "write merged shards as a ROOT TTree (uproot)", _export_root),
+    "tracking-init": ("rs3l.tracking:main", "create the MLflow store, experiment and the workflow's parent run", _tracking_init),
+    "pretrain": ("rs3l.training.pretrain:main", "contrastive pre-training of an encoder on view pairs (Lightning)", _pretrain),
+    "finetune": ("rs3l.training.finetune:main", "fine-tune a pre-trained encoder (or train from scratch) on a labelled task", _finetune),
+    "evaluate": ("rs3l.evaluation.evaluate:main", "evaluate a fine-tuned model on the test split, per view", _evaluate),
+    "report": ("rs3l.evaluation.report:main", "results table and plots from evaluation outputs", _report),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rs3l", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"rs3l {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (target, help_text, build) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _config_arg(p)
+        build(p)
+        p.set_defaults(target=target)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    from rs3l.config import ConfigError, load
+
+    module, func = args.target.split(":")
+    try:
+        cfg = load(args.config)
+        getattr(importlib.import_module(module), func)(cfg, args)
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        log.error("%s", exc)
+        print(f"rs3l {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
