@@ -1,0 +1,121 @@
+"""Les Houches Event files: the intervention point between the hard process and everything after.
+
+Writing: one event = the hard record of ``pythia.process`` (incoming partons
+status -1, intermediate resonances 2, outgoing 1; mothers re-indexed to LHE
+lines). Reading: columnar, into awkward arrays, with loud failures on missing
+or truncated files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+
+LHE_COLUMNS = ["id", "status", "mother1", "mother2", "col1", "col2", "px", "py", "pz", "e", "m", "vtim", "spin"]
+_COUNT = re.compile(r"rs3l-events=(\d+)")
+
+
+class LHEError(ValueError):
+    pass
+
+
+@dataclass
+class HardEvent:
+    """One hard-scattering event as numpy rows (LHE line order; mothers are 1-based LHE lines, 0 = none)."""
+
+    particles: np.ndarray  # (n, 13) float64 in LHE_COLUMNS order
+    scale: float
+    alpha_qed: float
+    alpha_qcd: float
+    weight: float
+    process_id: int
+
+
+def open_text(path: str | Path, mode: str = "rt"):
+    path = Path(path)
+    return gzip.open(path, mode) if path.suffix == ".gz" else open(path, mode)
+
+
+def format_init(beam_ids: tuple[int, int], beam_energies: tuple[float, float], xsec_pb: float, xerr_pb: float, process_id: int) -> str:
+    return (f"<init>\n {beam_ids[0]} {beam_ids[1]} {beam_energies[0]:.8e} {beam_energies[1]:.8e} 0 0 0 0 3 1\n"
+            f" {xsec_pb:.8e} {xerr_pb:.8e} 1.00000000e+00 {process_id}\n</init>\n")
+
+
+def format_event(ev: HardEvent) -> str:
+    p = ev.particles
+    lines = [f"<event>\n {len(p)} {ev.process_id} {ev.weight:.8e} {ev.scale:.8e} {ev.alpha_qed:.8e} {ev.alpha_qcd:.8e}"]
+    for row in p:
+        lines.append(" %d %d %d %d %d %d %.10e %.10e %.10e %.10e %.10e %.3e %.1f" % tuple(row))
+    lines.append("</event>\n")
+    return "\n".join(lines)
+
+
+def write(path: str | Path, header: str, init: str, events) -> int:
+    """Write an LHE file (gzip if ``path`` ends in .gz). ``events`` yields HardEvent. Returns the count.
+
+    The caller passes a temporary path (rs3l.atomic) so a killed job leaves nothing complete.
+    """
+    n = 0
+    with open_text(path, "wt") as fh:
+        fh.write('<LesHouchesEvents version="3.0">\n<header>\n' + header + "\n</header>\n" + init)
+        for ev in events:
+            fh.write(format_event(ev))
+            n += 1
+        fh.write(f"<!-- rs3l-events={n} -->\n</LesHouchesEvents>\n")
+    return n
+
+
+def _read_text(path: Path) -> str:
+    if not path.exists():
+        raise FileNotFoundError(f"LHE file '{path}' does not exist")
+    try:
+        with open_text(path) as fh:
+            return fh.read()
+    except (EOFError, OSError, gzip.BadGzipFile) as exc:
+        raise LHEError(f"LHE file '{path}' is corrupt or truncated ({exc})") from exc
+
+
+def read(path: str | Path) -> ak.Array:
+    """Read all events of an LHE file into an awkward array of records.
+
+    Fields: ``particles`` (var * record of LHE_COLUMNS; int columns as int32, momenta float64),
+    ``scale``. Raises LHEError if the file is truncated (no closing tag, or fewer events than
+    its writer recorded).
+    """
+    path = Path(path)
+    text = _read_text(path)
+    if not text.rstrip().endswith("</LesHouchesEvents>"):
+        raise LHEError(f"LHE file '{path}' is truncated: it does not end with </LesHouchesEvents>")
+    blocks = text.split("<event>")[1:]
+    counted = _COUNT.search(text[-200:])
+    if counted and int(counted.group(1)) != len(blocks):
+        raise LHEError(f"LHE file '{path}' holds {len(blocks)} events but its writer recorded {counted.group(1)}")
+    if not blocks:
+        raise LHEError(f"LHE file '{path}' holds no events")
+    heads = np.empty((len(blocks), 6))
+    counts = np.empty(len(blocks), dtype=np.int64)
+    bodies = []
+    for i, block in enumerate(blocks):  # per event, not per particle
+        body = block.split("</event>", 1)[0].strip().split("\n")
+        head = body[0].split()
+        heads[i] = head
+        counts[i] = int(head[0])
+        bodies.append("\n".join(body[1:1 + counts[i]]))
+    try:
+        flat = np.array(" ".join(bodies).split(), dtype=np.float64).reshape(-1, len(LHE_COLUMNS))
+    except ValueError as exc:
+        raise LHEError(f"LHE file '{path}' has malformed particle lines ({exc})") from exc
+    if len(flat) != counts.sum():
+        raise LHEError(f"LHE file '{path}': event headers announce {counts.sum()} particles, found {len(flat)}")
+    fields = {}
+    for j, name in enumerate(LHE_COLUMNS):
+        col = flat[:, j]
+        fields[name] = col.astype(np.int32) if j < 6 else col
+    particles = ak.unflatten(ak.zip(fields), counts)
+    return ak.zip({"particles": particles, "scale": heads[:, 3], "process_id": heads[:, 1].astype(np.int32)}, depth_limit=1)

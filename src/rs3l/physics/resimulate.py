@@ -1,0 +1,274 @@
+"""``rs3l resimulate``: one view of an LHE file -> labelled jets in a Parquet fragment.
+
+Per hard event, everything downstream of the view's intervention point is re-run:
+
+- ``hard``: parton shower + MPI + hadronization from the LHE event, with the view's settings;
+- ``parton``: the shower is shared by all views of the event (a seed that does not
+  depend on the view); only hadronization (view settings and seed) and detector are re-run;
+- ``detector``: the whole generator-level event is shared; only the detector is re-run.
+
+Random numbers: Pythia's generator is re-initialised per event from
+``rs3l.seeds.derive_seed`` in UserHooks (after the process level, and for ``parton``
+views again before hadronization), so event *i* of a view always gets the same
+random numbers; the detector draws from a generator derived from
+(process, chunk, view, replica). Events come from ``pythia.nextBatch``; all later
+steps are columnar over a batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rs3l import schema, seeds
+from rs3l.atomic import atomic_path
+from rs3l.config import settings_hash, simulation_hash
+from rs3l.physics import detector, jets, lhe
+from rs3l.physics.pythia import PythiaError, make_pythia
+from rs3l.progress import Progress
+
+log = logging.getLogger(__name__)
+_HEADER = re.compile(r'<rs3l process="([^"]+)" chunk="(\d+)"')
+
+
+def lhe_origin(path: str | Path) -> tuple[str, int]:
+    """(process, chunk) recorded by ``rs3l generate`` in the LHE header."""
+    with lhe.open_text(path) as fh:
+        head = fh.read(4096)
+    m = _HEADER.search(head)
+    if not m:
+        raise lhe.LHEError(f"LHE file '{path}' has no rs3l header (process, chunk); write it with `rs3l generate`")
+    return m.group(1), int(m.group(2))
+
+
+def view_seed_parts(cfg: dict, process: str, chunk: int, view: str, replica: int) -> dict:
+    """Seed paths per stage; shared stages do not mention the view."""
+    intervention = cfg["views"][view]["intervention"]
+    own = (process, chunk, view, replica)
+    shared = (process, chunk, "shared")
+    return {
+        "shower": own + ("shower",) if intervention == "hard" else shared + ("shower",),
+        "hadronization": None if intervention == "hard" else
+        (own + ("hadronization",) if intervention == "parton" else shared + ("hadronization",)),
+        "detector": own + ("detector",),
+    }
+
+
+def _hooks_factory(master: int, parts: dict):
+    import pythia8mc
+
+    class SeedHooks(pythia8mc.UserHooks):
+        """Re-seed Pythia per event: after the process level (shower) and before hadronization."""
+
+        def __init__(self, pythia):
+            pythia8mc.UserHooks.__init__(self)
+            self.rndm = pythia.rndm
+            self.index = -1
+
+        def canVetoProcessLevel(self):
+            return True
+
+        def doVetoProcessLevel(self, process):
+            self.index += 1
+            self.rndm.init(seeds.derive_seed(master, *parts["shower"], self.index))
+            return False
+
+        def canVetoPartonLevel(self):
+            return parts["hadronization"] is not None
+
+        def doVetoPartonLevel(self, event):
+            self.rndm.init(seeds.derive_seed(master, *parts["hadronization"], self.index))
+            return False
+
+    return SeedHooks
+
+
+class Charges:
+    """Electric charge by PDG id, looked up once per distinct id (not per particle)."""
+
+    def __init__(self, pythia):
+        self.data, self.cache = pythia.particleData, {}
+
+    def __call__(self, pid: np.ndarray) -> np.ndarray:
+        uniq, inv = np.unique(pid, return_inverse=True)
+        for i in uniq.tolist():
+            if i not in self.cache:
+                self.cache[i] = self.data.charge(i)
+        return np.array([self.cache[i] for i in uniq.tolist()], dtype=np.float64)[inv]
+
+
+def pythia_settings(cfg: dict, lhe_path: str | Path, view: str) -> list[str]:
+    return ["Beams:frameType = 4", f"Beams:LHEF = {Path(lhe_path).resolve()}"] + \
+        list(cfg["simulation"]["pythia_settings"]) + list(cfg["views"][view]["settings"])
+
+
+def generator_level(cfg: dict, lhe_path: str | Path, view: str, replica: int = 0, max_events: int | None = None,
+                    lhe_events: ak.Array | None = None):
+    """Yield (lhe_index, particles) per batch: generator-level final-state particles as flat numpy arrays.
+
+    ``particles``: dict ``event`` (batch-local), ``id, px, py, pz, e, vx, vy, vz, charge``. The generator's
+    statistics (events read, failures) are in the returned generator's ``stats`` dict via ``.send``-free
+    access: the last yielded item is followed by StopIteration with value ``stats``.
+    """
+    if view not in cfg["views"]:
+        raise ValueError(f"unknown view '{view}'; known: {', '.join(cfg['views'])}")
+    if replica < 0:
+        raise ValueError(f"--replica must be >= 0; got {replica}")
+    if lhe_events is None:
+        lhe_events = lhe.read(lhe_path)
+    process, chunk = lhe_origin(lhe_path)
+    n_total = len(lhe_events) if max_events is None else min(max_events, len(lhe_events))
+    half = cfg["simulation"]["sqrt_s"] / 2
+    lhe_x1 = ak.to_numpy(lhe_events.particles.pz[:, 0]) / half
+    lhe_x2 = -ak.to_numpy(lhe_events.particles.pz[:, 1]) / half
+    x_order = np.argsort(lhe_x1)
+    parts = view_seed_parts(cfg, process, chunk, view, replica)
+    pythia, hooks = make_pythia(pythia_settings(cfg, lhe_path, view), seeds.derive_seed(cfg["seed"], "pythia-init"),
+                                hooks_factory=_hooks_factory(cfg["seed"], parts))
+    charges = Charges(pythia)
+    info = pythia.infoPython()
+    batch_size = cfg["simulation"]["batch_size"]
+    max_fail = max(5, int(cfg["simulation"]["max_failure_fraction"] * n_total))
+    done = failures = 0
+    while done + failures < n_total and not info.atEndOfFile():
+        want = min(batch_size, n_total - done - failures)
+        batch = pythia.nextBatch(want)
+        read = hooks.index + 1 - done - failures
+        failures += max(read - len(batch), 0)
+        if failures > max_fail:
+            raise PythiaError(f"{view}: {failures} events failed in Pythia (more than {max_fail})")
+        if len(batch) == 0:
+            continue
+        x1, x2 = ak.to_numpy(batch.info.x1), ak.to_numpy(batch.info.x2)
+        pos = np.clip(np.searchsorted(lhe_x1[x_order], x1), 0, len(x_order) - 1)
+        cand = np.stack([x_order[np.maximum(pos - 1, 0)], x_order[pos]])
+        best = np.take_along_axis(cand, np.argmin(np.abs(lhe_x1[cand] - x1), axis=0)[None], 0)[0]
+        if not (np.allclose(lhe_x1[best], x1, rtol=1e-6, atol=1e-9) and np.allclose(lhe_x2[best], x2, rtol=1e-6, atol=1e-9)):
+            raise PythiaError("could not match showered events to their LHE events (x1, x2 differ)")
+        final = batch.prt[batch.prt.status > 0]
+        counts = ak.to_numpy(ak.num(final.id))
+        vprod = final.vProd
+        flat = {
+            "event": np.repeat(np.arange(len(batch)), counts),
+            "id": ak.to_numpy(ak.flatten(final.id)),
+            "px": ak.to_numpy(ak.flatten(final.p.px)), "py": ak.to_numpy(ak.flatten(final.p.py)),
+            "pz": ak.to_numpy(ak.flatten(final.p.pz)), "e": ak.to_numpy(ak.flatten(final.p.e)),
+            "vx": ak.to_numpy(ak.fill_none(ak.flatten(vprod.px), 0.0)),
+            "vy": ak.to_numpy(ak.fill_none(ak.flatten(vprod.py), 0.0)),
+            "vz": ak.to_numpy(ak.fill_none(ak.flatten(vprod.pz), 0.0)),
+        }
+        flat["charge"] = charges(flat["id"])
+        done += len(batch)
+        yield best, flat
+    return {"events": done, "failures": failures}
+
+
+def _list_array(values: np.ndarray, counts: np.ndarray) -> pa.Array:
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.astype(np.float32)))
+
+
+def resimulate(cfg: dict, lhe_path: str | Path, view: str, out: str | Path, replica: int = 0,
+               max_events: int | None = None) -> dict:
+    """Run one view over an LHE file and write the jets as a Parquet fragment. Returns counts."""
+    if view not in cfg["views"]:
+        raise ValueError(f"unknown view '{view}'; known: {', '.join(cfg['views'])}")
+    lhe_events = lhe.read(lhe_path)
+    process, chunk = lhe_origin(lhe_path)
+    if process not in cfg["processes"]:
+        raise ValueError(f"LHE file '{lhe_path}' is of process '{process}', unknown to this config; "
+                         f"known: {', '.join(cfg['processes'])}")
+    labelling = cfg["processes"][process]["labelling"]
+    classes = cfg["classes"]
+    view_cfg = cfg["views"][view]
+    det_params = {**cfg["detector"], **view_cfg["detector"]}
+    parts = view_seed_parts(cfg, process, chunk, view, replica)
+    det_rng = seeds.rng(cfg["seed"], *parts["detector"])
+    n_total = len(lhe_events) if max_events is None else min(max_events, len(lhe_events))
+    progress = Progress(n_total, f"resimulate {process} chunk {chunk} {view}#{replica}")
+    cols: dict[str, list] = {}
+    n_selected = n_matched = 0
+    gen = generator_level(cfg, lhe_path, view, replica, max_events, lhe_events)
+    while True:
+        try:
+            lhe_index, particles = next(gen)
+        except StopIteration as stop:
+            stats = stop.value
+            break
+        n_batch = len(lhe_index)
+        cands = detector.respond(particles, particles["charge"], det_params, det_rng)
+        found = jets.cluster(cands, n_batch, cfg["jets"])
+        truth = jets.truth_objects(lhe_events.particles[lhe_index], labelling)
+        ji, oi = jets.match(found, truth, cfg["jets"]["radius"])
+        n_selected += len(found["event"])
+        n_matched += len(ji)
+        sub = jets.substructure(cands, found["constituents"][ji], cfg["jets"])
+        feats = jets.constituent_features(cands, found, ji)
+        names = truth["label_name"][oi]
+        missing = set(names.tolist()) - set(classes)
+        if missing:
+            raise ValueError(f"labels {sorted(missing)} are not in config classes {classes}")
+        batch_cols = {
+            "event": lhe_index[found["event"][ji]], "object": truth["line"][oi],
+            "label": np.array([classes.index(n) for n in names], dtype=np.int16) if len(names) else np.zeros(0, np.int16),
+            "label_name": names,
+            **{k: found[k][ji] for k in ("pt", "eta", "phi", "mass")},
+            **sub,
+            **feats,
+        }
+        for k, v in batch_cols.items():
+            cols.setdefault(k, []).append(v)
+        progress.update(n_batch)
+    progress.close()
+    table = _table(cfg, cols, process, chunk, view, replica)
+    counts = {"events": stats["events"], "failures": stats["failures"], "jets_selected": n_selected,
+              "jets_matched": n_matched, "jets_unmatched_dropped": n_selected - n_matched}
+    meta = {"simulation_hash": simulation_hash(cfg), "process": process, "chunk": chunk, "view": view,
+            "replica": replica, "counts": json.dumps(counts)}
+    table = table.replace_schema_metadata(schema.fragment_schema(meta).metadata)
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    log.info("%s %s#%d: %d events, %d failures, %d jets in window, %d labelled, %d unmatched dropped -> %s",
+             process, view, replica, counts["events"], counts["failures"], n_selected, n_matched,
+             n_selected - n_matched, out)
+    return counts
+
+
+def _table(cfg: dict, cols: dict, process: str, chunk: int, view: str, replica: int) -> pa.Table:
+    cat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
+    n = len(cat.get("event", []))
+    order = np.lexsort((cat["object"], cat["event"])) if n else np.zeros(0, np.int64)
+    view_cfg = cfg["views"][view]
+    fixed = {"process": process, "chunk": chunk, "view": view, "replica": replica,
+             "intervention": view_cfg["intervention"], "settings_hash": settings_hash(view_cfg["settings"])}
+    counts = cat["counts"][order] if n else np.zeros(0, np.int64)
+    starts = np.concatenate([[0], np.cumsum(cat["counts"])])[:-1] if n else np.zeros(0, np.int64)
+    # gather each jet's constituents in the new jet order
+    idx = (np.repeat(starts[order] - np.concatenate([[0], np.cumsum(counts)])[:-1], counts)
+           + np.arange(counts.sum())) if n else np.zeros(0, np.int64)
+    arrays = {}
+    sch = schema.fragment_schema()
+    for field in sch:
+        name = field.name
+        if name in fixed:
+            arrays[name] = pa.array(np.full(n, fixed[name], dtype=object) if isinstance(fixed[name], str)
+                                    else np.full(n, fixed[name]), type=field.type)
+        elif name == "n_constituents":
+            arrays[name] = pa.array(counts, type=field.type)
+        elif name.startswith("part_"):
+            arrays[name] = _list_array(cat[name][idx] if n else np.zeros(0), counts)
+        else:
+            values = cat[name][order] if n else np.zeros(0)
+            arrays[name] = pa.array(values.astype(object) if field.type == pa.string() else values, type=field.type)
+    return pa.table(arrays, schema=sch)
+
+
+def main(cfg: dict, args) -> None:
+    resimulate(cfg, args.lhe, args.view, args.out, replica=args.replica, max_events=args.max_events)
