@@ -110,12 +110,13 @@ def pythia_settings(cfg: dict, lhe_path: str | Path, view: str) -> list[str]:
 
 
 def generator_level(cfg: dict, lhe_path: str | Path, view: str, replica: int = 0, max_events: int | None = None,
-                    lhe_events: ak.Array | None = None):
+                    lhe_events: ak.Array | None = None, with_partons: bool = False):
     """Yield (lhe_index, particles) per batch: generator-level final-state particles as flat numpy arrays.
 
-    ``particles``: dict ``event`` (batch-local), ``id, px, py, pz, e, vx, vy, vz, charge``. The generator's
-    statistics (events read, failures) are in the returned generator's ``stats`` dict via ``.send``-free
-    access: the last yielded item is followed by StopIteration with value ``stats``.
+    ``particles``: dict ``event`` (batch-local), ``id, px, py, pz, e, vx, vy, vz, charge``; with
+    ``with_partons`` also ``parton_px``/``parton_pz``: the parton-level history (hard process, MPI,
+    ISR, FSR, beam remnants: |status| 21-69), which a ``parton``-intervention view shares.
+    When exhausted, the generator returns (StopIteration.value) ``{"events", "failures"}``.
     """
     if view not in cfg["views"]:
         raise ValueError(f"unknown view '{view}'; known: {', '.join(cfg['views'])}")
@@ -165,6 +166,11 @@ def generator_level(cfg: dict, lhe_path: str | Path, view: str, replica: int = 0
             "vz": ak.to_numpy(ak.fill_none(ak.flatten(vprod.pz), 0.0)),
         }
         flat["charge"] = charges(flat["id"])
+        if with_partons:
+            st = abs(batch.prt.status)
+            partons = batch.prt[(st >= 21) & (st <= 69)]
+            flat["parton_px"] = ak.to_numpy(ak.flatten(partons.p.px))
+            flat["parton_pz"] = ak.to_numpy(ak.flatten(partons.p.pz))
         done += len(batch)
         yield best, flat
     return {"events": done, "failures": failures}

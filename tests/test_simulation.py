@@ -1,0 +1,197 @@
+"""Simulation core: hard process -> LHE -> re-simulated views -> detector -> labelled jets in Parquet.
+
+Runs real Pythia 8 and fastjet on small samples (160 top / W events, 60 QCD events).
+"""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pylhe
+import pytest
+
+from rs3l import schema
+from rs3l.physics import lhe
+from rs3l.physics.generate import generate
+from rs3l.physics.resimulate import generator_level, resimulate
+
+
+@pytest.fixture(scope="module")
+def fragments(tmp_path_factory, cfg, lhe_files):
+    """Top and W jets in several views (each view re-showers the same hard events)."""
+    out = tmp_path_factory.mktemp("fragments")
+    frags = {}
+    for process, view, replica in [("top", "nominal", 0), ("top", "seed", 0), ("top", "seed", 1),
+                                   ("top", "fsr_up", 0), ("top", "fsr_down", 0), ("wqq", "nominal", 0)]:
+        path = out / f"{process}_{view}_{replica}.parquet"
+        resimulate(cfg, lhe_files[process], view, path, replica=replica)
+        frags[(process, view, replica)] = path
+    return frags
+
+
+def _table(path):
+    return pq.read_table(path).to_pandas()
+
+
+def test_lhe_round_trip_hard_partons_read_back_as_written(cfg, lhe_files):
+    ours = lhe.read(lhe_files["top"])
+    theirs = list(pylhe.LHEFile.fromfile(str(lhe_files["top"])).events)
+    assert len(ours) == len(theirs) == 160
+    for i in (0, 17, 159):
+        parts = theirs[i].particles
+        assert [int(p.id) for p in parts] == ours.particles.id[i].tolist()
+        assert [int(p.status) for p in parts] == ours.particles.status[i].tolist()
+        assert [int(p.mother1) for p in parts] == ours.particles.mother1[i].tolist()
+        np.testing.assert_allclose([p.px for p in parts], ours.particles.px[i].to_numpy(), rtol=1e-9)
+        np.testing.assert_allclose([p.e for p in parts], ours.particles.e[i].to_numpy(), rtol=1e-9)
+    # standard LHE record of t tbar -> b W b W -> b q q' b q q': 2 incoming (-1), 4 resonances (2), 6 quarks (1)
+    status = ours.particles.status[0].tolist()
+    assert status.count(-1) == 2 and status.count(2) == 4 and status.count(1) == 6
+    # momentum conservation between incoming and final-state lines
+    p = ours.particles[0]
+    for comp in ("px", "py", "pz", "e"):
+        val = p[comp].to_numpy()
+        st = p.status.to_numpy()
+        assert val[st == -1].sum() == pytest.approx(val[st == 1].sum(), abs=1e-3)
+
+
+def test_generate_is_deterministic(cfg, tmp_path):
+    a, b = tmp_path / "a.lhe", tmp_path / "b.lhe"
+    generate(cfg, "top", 5, a, chunk=3)
+    generate(cfg, "top", 5, b, chunk=3)
+    assert a.read_bytes() == b.read_bytes()
+    generate(cfg, "top", 5, b, chunk=4)
+    assert a.read_bytes() != b.read_bytes()
+
+
+def test_same_command_gives_identical_tables_and_replicas_differ(cfg, lhe_files, fragments, tmp_path):
+    again = tmp_path / "again.parquet"
+    resimulate(cfg, lhe_files["top"], "seed", again, replica=1)
+    assert pq.read_table(again).equals(pq.read_table(fragments[("top", "seed", 1)]))
+    seed0, seed1 = _table(fragments[("top", "seed", 0)]), _table(fragments[("top", "seed", 1)])
+    nominal = _table(fragments[("top", "nominal", 0)])
+    assert not np.array_equal(seed0.n_constituents, seed1.n_constituents)
+    assert not nominal["pt"].equals(seed0["pt"])
+
+
+def test_views_of_a_jet_share_its_key(fragments):
+    keys = {}
+    for k, path in fragments.items():
+        if k[0] == "top":
+            keys[k] = set(map(tuple, _table(path)[schema.KEY].itertuples(index=False)))
+    nominal = keys[("top", "nominal", 0)]
+    for k, other in keys.items():
+        shared = nominal & other
+        # the same top quark is reconstructed as a fully merged jet in most views
+        assert len(shared) > 0.6 * min(len(nominal), len(other)), k
+
+
+def test_fragment_follows_the_schema_module(fragments):
+    table = pq.read_table(fragments[("top", "nominal", 0)])
+    schema.check_schema(table.schema, schema.fragment_schema(), "fragment")
+    meta = schema.read_metadata(table.schema)
+    assert meta["view"] == "nominal" and meta["process"] == "top"
+    df = table.to_pandas()
+    assert (df.label_name == "top").all() and (df.label == 4).all()
+    assert (df.n_constituents == df.part_deta.map(len)).all()
+    # constituents are sorted by pt and lie within the jet radius
+    first = df.iloc[0]
+    assert np.all(np.diff(first.part_log_pt) <= 1e-6)
+    assert np.all(first.part_delta_r < 0.8 + 1e-3)
+
+
+def test_physics_top_and_w_jet_masses_peak_at_their_resonances(fragments):
+    """Fully merged t -> bqq' jets: median mass near m_top = 173 GeV; W -> qq' jets near m_W = 80 GeV."""
+    top = _table(fragments[("top", "nominal", 0)])
+    w = _table(fragments[("wqq", "nominal", 0)])
+    assert len(top) > 50 and len(w) > 40
+    assert 160 < np.median(top.mass) < 190
+    assert 160 < np.median(top.soft_drop_mass) < 185
+    assert 72 < np.median(w.soft_drop_mass) < 92
+    # three-prong top jets have a smaller tau3/tau2 than two-prong W jets
+    assert np.median(top.tau3 / top.tau2) < np.median(w.tau3 / w.tau2)
+
+
+def test_physics_fsr_up_radiates_more_than_fsr_down(fragments):
+    """renormMultFac 0.25 (mu/2, larger alpha_s) gives more radiation than 4 (2 mu)."""
+    up = _table(fragments[("top", "fsr_up", 0)])
+    down = _table(fragments[("top", "fsr_down", 0)])
+    assert up.n_constituents.mean() > down.n_constituents.mean() + 2
+
+
+def _gen(cfg, path, view, replica=0):
+    batches = [p for _, p in generator_level(cfg, path, view, replica, max_events=15, with_partons=True)]
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+def test_intervention_points_change_only_what_they_should(cfg, lhe_files):
+    path = lhe_files["qcd"]
+    # detector: the generator-level particles are identical across views
+    d1, d2 = _gen(cfg, path, "det_seed"), _gen(cfg, path, "det_degraded")
+    for k in ("id", "px", "pz", "vx"):
+        np.testing.assert_array_equal(d1[k], d2[k])
+    # parton: shower (parton-level history) shared, hadrons differ
+    p1, p2 = _gen(cfg, path, "had_seed"), _gen(cfg, path, "had_up_shared")
+    np.testing.assert_array_equal(p1["parton_px"], p2["parton_px"])
+    assert len(p1["px"]) != len(p2["px"]) or not np.array_equal(p1["px"], p2["px"])
+    # hard: the shower itself is re-run
+    h1, h2 = _gen(cfg, path, "nominal"), _gen(cfg, path, "seed")
+    assert len(h1["parton_px"]) != len(h2["parton_px"]) or not np.array_equal(h1["parton_px"], h2["parton_px"])
+
+
+def test_detector_views_differ_only_in_detector_response(cfg, lhe_files, tmp_path):
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    resimulate(cfg, lhe_files["top"], "det_seed", a, max_events=40)
+    resimulate(cfg, lhe_files["top"], "det_degraded", b, max_events=40)
+    ta, tb = _table(a), _table(b)
+    # degraded tracking (85% efficiency) loses charged constituents
+    assert tb.part_charge.map(lambda c: np.count_nonzero(c)).mean() < ta.part_charge.map(lambda c: np.count_nonzero(c)).mean()
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "rs3l.cli", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["generate", "--process", "ttbar", "--events", "5"], "unknown process 'ttbar'; known: qcd, top"),
+    (["generate", "--process", "top", "--events", "0"], "--events must be a positive number"),
+    (["generate", "--process", "top", "--events", "-3"], "--events must be a positive number"),
+])
+def test_generate_bad_input_gives_clear_error_and_no_file(tmp_path, args, message):
+    out = tmp_path / "x.lhe.gz"
+    res = _cli(*args, "--out", str(out))
+    assert res.returncode == 2
+    assert message in res.stderr
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_resimulate_bad_input_gives_clear_error_and_no_file(tmp_path, lhe_files):
+    out = tmp_path / "x.parquet"
+    res = _cli("resimulate", "--lhe", str(lhe_files["top"]), "--view", "fsr_upp", "--out", str(out))
+    assert res.returncode == 2 and "unknown view 'fsr_upp'; known: nominal, seed, fsr_up" in res.stderr
+    res = _cli("resimulate", "--lhe", str(tmp_path / "missing.lhe.gz"), "--view", "nominal", "--out", str(out))
+    assert res.returncode == 2 and "does not exist" in res.stderr
+    data = lhe_files["top"].read_bytes()
+    truncated = tmp_path / "truncated.lhe.gz"
+    truncated.write_bytes(data[: len(data) // 2])
+    res = _cli("resimulate", "--lhe", str(truncated), "--view", "nominal", "--out", str(out))
+    assert res.returncode == 2 and "truncated" in res.stderr
+    # a cleanly compressed file that lost its tail is caught too
+    text = gzip.decompress(data).decode()
+    cut = tmp_path / "cut.lhe.gz"
+    cut.write_bytes(gzip.compress(text[: len(text) * 2 // 3].encode()))
+    res = _cli("resimulate", "--lhe", str(cut), "--view", "nominal", "--out", str(out))
+    assert res.returncode == 2 and "truncated" in res.stderr
+    assert not out.exists()
+
+
+def test_every_subcommand_has_help():
+    from rs3l.cli import COMMANDS
+
+    for name in COMMANDS:
+        res = _cli(name, "--help")
+        assert res.returncode == 0 and "--config" in res.stdout, name
