@@ -134,14 +134,16 @@ def generator_level(cfg: dict, lhe_path: str | Path, view: str, replica: int = 0
     pythia, hooks = make_pythia(pythia_settings(cfg, lhe_path, view), seeds.derive_seed(cfg["seed"], "pythia-init"),
                                 hooks_factory=_hooks_factory(cfg["seed"], parts))
     charges = Charges(pythia)
-    info = pythia.infoPython()
     batch_size = cfg["simulation"]["batch_size"]
     max_fail = max(5, int(cfg["simulation"]["max_failure_fraction"] * n_total))
     done = failures = 0
-    while done + failures < n_total and not info.atEndOfFile():
+    # infoPython() returns a copy: ask it again after every batch
+    while done + failures < n_total and not pythia.infoPython().atEndOfFile():
         want = min(batch_size, n_total - done - failures)
         batch = pythia.nextBatch(want)
         read = hooks.index + 1 - done - failures
+        if read == 0:
+            raise PythiaError(f"{view}: Pythia stopped reading '{lhe_path}' after {done + failures} of {n_total} events")
         failures += max(read - len(batch), 0)
         if failures > max_fail:
             raise PythiaError(f"{view}: {failures} events failed in Pythia (more than {max_fail})")
@@ -264,15 +266,15 @@ def _table(cfg: dict, cols: dict, process: str, chunk: int, view: str, replica: 
     for field in sch:
         name = field.name
         if name in fixed:
-            arrays[name] = pa.array(np.full(n, fixed[name], dtype=object) if isinstance(fixed[name], str)
-                                    else np.full(n, fixed[name]), type=field.type)
+            arrays[name] = pa.array([fixed[name]] * n if isinstance(fixed[name], str) else np.full(n, fixed[name]),
+                                    type=field.type)
         elif name == "n_constituents":
             arrays[name] = pa.array(counts, type=field.type)
         elif name.startswith("part_"):
             arrays[name] = _list_array(cat[name][idx] if n else np.zeros(0), counts)
         else:
             values = cat[name][order] if n else np.zeros(0)
-            arrays[name] = pa.array(values.astype(object) if field.type == pa.string() else values, type=field.type)
+            arrays[name] = pa.array(values.tolist() if field.type == pa.string() else values, type=field.type)
     return pa.table(arrays, schema=sch)
 
 
