@@ -1,0 +1,32 @@
+# rs3l: re-simulation-based self-supervised learning for jets (arXiv:2403.07066).
+#
+#   generate -> resimulate (fan-out: processes x chunks x views x replicas) -> merge
+#   -> pretrain -> finetune (tasks x modes x label fractions) -> evaluate -> report
+#
+# Local:  snakemake --cores 2 --workflow-profile workflow/profiles/default
+# Slurm:  snakemake --workflow-profile workflow/profiles/slurm   (see README.md)
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+# The schema holds every default and rejects invalid values before any job starts.
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/setup.smk"
+include: "workflow/rules/simulation.smk"
+include: "workflow/rules/merge.smk"
+include: "workflow/rules/training.smk"
+include: "workflow/rules/evaluation.smk"
+
+
+rule all:
+    input:
+        SUMMARY,
+        f"{R}/data/test.root",
+    default_target: True

@@ -1,0 +1,160 @@
+"""Plots of the results report (PNG, matplotlib Agg; no pyplot state, so safe in batch jobs).
+
+Every function takes evaluation results (the dicts written by ``rs3l evaluate``) or a
+data folder, writes one PNG and returns its path. Masses in GeV.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from rs3l.atomic import atomic_path  # noqa: E402
+
+
+def arm_label(r: dict) -> str:
+    return f"{r['method']} {r['mode']} f={r['label_fraction']:g}"
+
+
+def _save(fig: Figure, path) -> Path:
+    path = Path(path)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:  # a file object: the temp name has no .png suffix
+            fig.savefig(fh, format="png", dpi=110)
+    return path
+
+
+def _style(r: dict) -> dict:
+    return {"linestyle": "--" if r["method"].startswith("supervised") else "-"}
+
+
+def _view_style(view: str) -> dict:
+    """Nominal in thick black, the variations in the colour cycle."""
+    return {"linewidth": 1.8, "color": "black", "zorder": 3} if view == "nominal" else {"linewidth": 1.0}
+
+
+def roc_curves(results: list[dict], path, view: str = "nominal") -> Path:
+    """Background rejection 1/FPR vs signal efficiency on ``view``, one line per arm (log y)."""
+    fig = Figure(figsize=(6.4, 4.8))
+    ax = fig.add_subplot()
+    for r in results:
+        roc = r["views"].get(view, {}).get("roc")
+        if not roc:
+            continue
+        eff, fpr = np.asarray(roc["efficiency"]), np.asarray(roc["fpr"], dtype=float)
+        ok = (eff > 0) & (fpr > 0)
+        ax.plot(eff[ok], 1.0 / fpr[ok], label=f"{arm_label(r)} (AUC {r['views'][view].get('auc', float('nan')):.3f})",
+                **_style(r))
+    ax.set_yscale("log")
+    ax.set_xlabel("signal efficiency")
+    ax.set_ylabel("background rejection 1/FPR")
+    ax.set_xlim(0, 1)
+    ax.set_title(f"{results[0]['task']}: ROC on the {view} test view" if results else "ROC")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def score_distributions(results: list[dict], path) -> Path:
+    """Classifier score per view (normalised), signal and background side by side, one row per arm."""
+    n = max(len(results), 1)
+    fig = Figure(figsize=(10, 2.4 * n + 0.6))
+    axes = fig.subplots(n, 2, squeeze=False)
+    for row, r in zip(axes, results):
+        for ax, kind in zip(row, ("signal", "background")):
+            for view, vm in r["views"].items():
+                h = vm["score_hist"]
+                edges, counts = np.asarray(h["edges"]), np.asarray(h[kind], dtype=float)
+                if counts.sum() == 0:
+                    continue
+                density = counts / counts.sum() / np.diff(edges)
+                ax.stairs(density, edges, label=view, **_view_style(view))
+            ax.set_title(f"{arm_label(r)}: {kind}", fontsize=9)
+            ax.set_xlabel("classifier score")
+            ax.set_ylabel("density")
+        row[0].legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def label_efficiency(rows: list[dict], path, metrics=("auc", "accuracy")) -> Path:
+    """``metrics`` on nominal vs label fraction (log x), one line per (method, mode); scratch dashed."""
+    fig = Figure(figsize=(5.2 * len(metrics), 4.2))
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    arms = sorted({(r["method"], r["mode"]) for r in rows})
+    for ax, metric in zip(axes, metrics):
+        for method, mode in arms:
+            pts = sorted((r["label_fraction"], r.get(metric)) for r in rows
+                         if (r["method"], r["mode"]) == (method, mode) and r.get(metric) is not None)
+            if pts:
+                x, y = zip(*pts)
+                ax.plot(x, y, marker="o", label=f"{method} {mode}", **_style({"method": method}))
+        ax.set_xscale("log")
+        ax.set_xlabel("fraction of training labels")
+        ax.set_ylabel(f"{metric} (nominal test view)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"label efficiency: {rows[0]['task']}" if rows else "label efficiency")
+    return _save(fig, path)
+
+
+def robustness_bars(results: list[dict], path, key: str = "w1") -> Path:
+    """Per non-nominal view, ``key`` (Wasserstein-1 of the score vs nominal) for each arm; held-out views marked *."""
+    views = list(dict.fromkeys(v for r in results for v in r["robustness"]))
+    fig = Figure(figsize=(max(6.0, 1.2 * len(views) + 3), 4.2))
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(results), 1)
+    for i, r in enumerate(results):
+        vals = [r["robustness"].get(v, {}).get(key) for v in views]
+        ax.bar(np.arange(len(views)) + i * width, [np.nan if v is None else v for v in vals], width,
+               label=arm_label(r), hatch="//" if r["method"].startswith("supervised") else None)
+    held = set(v for r in results for v in r.get("held_out_views", []))
+    ax.set_xticks(np.arange(len(views)) + 0.4 - width / 2, [v + ("*" if v in held else "") for v in views])
+    ax.set_ylabel(f"{key}: score shift vs nominal")
+    ax.set_title("robustness (* = view not used in pre-training)", fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def jet_mass(data_dir, path, split: str = "test", mass_max: float = 300.0, bins: int = 30) -> Path:
+    """Physics validation: jet mass and soft-drop mass (GeV) per class (columns) and per view (lines)."""
+    import pyarrow.parquet as pq
+
+    from rs3l.training.data import read_manifest, shard_paths
+
+    manifest = read_manifest(data_dir)
+    shards = shard_paths(data_dir, split, manifest)
+    cols = ["label_name", "view", "mass", "soft_drop_mass"]
+    tables = [pq.read_table(s, columns=cols) for s in shards]
+    if not tables:
+        raise ValueError(f"no {split} shards listed in {data_dir}/manifest.json")
+    t = {c: np.concatenate([tb.column(c).to_numpy(zero_copy_only=False) for tb in tables]) for c in cols}
+    classes = [c for c in manifest.get("classes", []) if np.any(t["label_name"] == c)] or sorted(set(t["label_name"]))
+    views = [v for v in manifest.get("views", []) if np.any(t["view"] == v)] or sorted(set(t["view"]))
+    # at most 5 classes side by side; each class has its mass panel above its soft-drop mass panel
+    ncols = min(len(classes), 5)
+    nblocks = -(-len(classes) // ncols)
+    fig = Figure(figsize=(3.2 * ncols, 5.6 * nblocks))
+    axes = fig.subplots(2 * nblocks, ncols, squeeze=False)
+    for k in range(len(classes), nblocks * ncols):
+        axes[2 * (k // ncols), k % ncols].set_visible(False)
+        axes[2 * (k // ncols) + 1, k % ncols].set_visible(False)
+    edges = np.linspace(0.0, mass_max, bins + 1)
+    for j, cls in enumerate(classes):
+        for i, (var, label) in enumerate((("mass", "jet mass [GeV]"), ("soft_drop_mass", "soft-drop mass [GeV]"))):
+            ax = axes[2 * (j // ncols) + i, j % ncols]
+            for view in views:
+                sel = (t["label_name"] == cls) & (t["view"] == view)
+                if sel.any():
+                    counts, _ = np.histogram(np.clip(t[var][sel], 0, mass_max), bins=edges)
+                    ax.stairs(counts / max(sel.sum(), 1), edges, label=view, **_view_style(view))
+            ax.set_xlabel(label)
+            ax.set_ylabel("fraction of jets")
+            ax.set_title(f"{cls} ({split})", fontsize=9)
+    axes[0, 0].legend(fontsize=7)
+    return _save(fig, path)

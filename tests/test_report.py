@@ -1,0 +1,144 @@
+"""`rs3l report`: results table, plots and the MLflow parent run, from evaluation results.
+
+The results here are built from known score distributions with the same functions
+`rs3l evaluate` uses, so the table's numbers can be checked; the end-to-end path
+(fine-tune -> evaluate -> report) is in test_finetune.py.
+"""
+
+import copy
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from rs3l import config
+from rs3l.evaluation.evaluate import robustness, view_metrics
+from rs3l.evaluation.report import report
+
+VIEWS = {"nominal": 0.0, "seed": 0.01, "fsr_up": 0.1}  # score shift of each view
+
+
+@pytest.fixture(scope="module")
+def rcfg(cfg, tmp_path_factory):
+    c = copy.deepcopy(cfg)
+    c["results_dir"] = str(tmp_path_factory.mktemp("report") / "results")  # one MLflow store for the module
+    c["pretrain"]["augment_views"] = ["nominal", "seed"]
+    return c
+
+
+def fake_result(cfg, task, method, mode, fraction, separation, seed=0):
+    """An `rs3l evaluate` result for scores ~ sigmoid(normal(+-separation)), shifted per view."""
+    r = np.random.default_rng(seed)
+    y = np.r_[np.ones(500, int), np.zeros(500, int)]
+    base = r.normal(np.where(y == 1, separation, -separation), 1.0)
+    views, scores = {}, {}
+    for view, shift in VIEWS.items():
+        s = 1.0 / (1.0 + np.exp(-(base + shift)))
+        views[view] = view_metrics(y, s, False, cfg)
+        scores[view] = (y == 1, s)
+    rob = {v: robustness(scores["nominal"], scores[v], 0.5) | {"in_pretraining": v in cfg["pretrain"]["augment_views"]}
+           for v in VIEWS if v != "nominal"}
+    nominal = {k: v for k, v in views["nominal"].items() if not isinstance(v, dict)}
+    return {"task": task, "method": method, "mode": mode, "label_fraction": fraction, "n_labels": int(1000 * fraction),
+            "efficiencies": [0.3, 0.5, 0.7], "robustness_efficiency": 0.5, "held_out_views": ["fsr_up"],
+            "metrics": nominal, "views": views, "robustness": rob}
+
+
+def write_results(cfg, folder):
+    paths = []
+    for method, mode, sep in (("rs3l-deepsets", "linear", 1.0), ("supervised-deepsets", "scratch", 0.5)):
+        for fraction in (0.1, 1.0):
+            res = fake_result(cfg, "top_vs_qcd", method, mode, fraction, sep * (1 + fraction))
+            p = folder / f"{mode}_{fraction}.json"
+            p.write_text(json.dumps(res))
+            paths.append(p)
+    return paths
+
+
+def test_report_table_plots_and_parent_run(rcfg, tmp_path, capsys):
+    inputs = write_results(rcfg, tmp_path)
+    out = report(rcfg, inputs, tmp_path / "summary")
+
+    with open(tmp_path / "summary" / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {(r["method"], r["mode"], float(r["label_fraction"])) for r in rows} == {
+        ("rs3l-deepsets", "linear", 0.1), ("rs3l-deepsets", "linear", 1.0),
+        ("supervised-deepsets", "scratch", 0.1), ("supervised-deepsets", "scratch", 1.0)}
+    for col in ("task", "accuracy", "auc", "rejection_at_0.3", "rejection_at_0.5", "rejection_at_0.7",
+                "w1_seed", "w1_fsr_up", "fpr_shift_at_0.5_fsr_up"):
+        assert col in rows[0], col
+    by_arm = {(r["mode"], r["label_fraction"]): r for r in rows}
+    # larger separation -> larger AUC; a 0.1 shift in logit moves the scores more than a 0.01 shift
+    assert float(by_arm[("linear", "1.0")]["auc"]) > float(by_arm[("scratch", "0.1")]["auc"])
+    assert float(by_arm[("linear", "1.0")]["w1_fsr_up"]) > float(by_arm[("linear", "1.0")]["w1_seed"]) > 0
+
+    md = (tmp_path / "summary" / "results.md").read_text()
+    assert md.startswith("| task | method | mode | label_fraction")
+    assert "held out" in md and "fsr_up" in md
+    assert "| top_vs_qcd | supervised-deepsets | scratch | 0.1 |" in capsys.readouterr().out
+
+    names = {p.name for p in out["plots"]}
+    assert {"roc_top_vs_qcd.png", "scores_top_vs_qcd.png", "label_efficiency_top_vs_qcd.png",
+            "robustness_top_vs_qcd.png"} <= names
+    for p in out["plots"]:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    from rs3l import tracking
+
+    c = tracking.client(rcfg)
+    parent = c.get_run(tracking.parent_run_id(rcfg))
+    assert parent.info.status == "FINISHED"
+    logged = {a.path.split("/")[-1] for a in c.list_artifacts(parent.info.run_id, "summary")}
+    assert {"results.csv", "results.md", "roc_top_vs_qcd.png"} <= logged
+
+
+def test_report_copies_pretrain_embedding_plot(rcfg, tmp_path):
+    emb = config.results_path(rcfg, "pretrain", "embeddings.png")
+    emb.parent.mkdir(parents=True, exist_ok=True)
+    emb.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    out = report(rcfg, write_results(rcfg, tmp_path), tmp_path / "summary")
+    assert (tmp_path / "summary" / "plots" / "embeddings.png").read_bytes() == emb.read_bytes()
+    assert tmp_path / "summary" / "plots" / "embeddings.png" in out["plots"]
+
+
+def test_report_infinite_rejection_is_shown_as_inf(rcfg, tmp_path):
+    res = fake_result(rcfg, "t", "rs3l-deepsets", "linear", 1.0, separation=20.0)  # no background passes at 0.3
+    assert res["metrics"]["fpr_at_0.3"] == 0.0
+    res["metrics"]["rejection_at_0.3"] = None  # what evaluate's JSON holds for 1/0
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps(res))
+    out = report(rcfg, [p], tmp_path / "summary")
+    assert out["rows"][0]["rejection_at_0.3"] == float("inf")
+    assert "| inf |" in (tmp_path / "summary" / "results.md").read_text()
+
+
+def test_report_bad_inputs(rcfg, tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        report(rcfg, [tmp_path / "missing.json"], tmp_path / "summary")
+    a, b = write_results(rcfg, tmp_path)[:2]
+    b.write_text(a.read_text())
+    with pytest.raises(ValueError, match="both results of"):
+        report(rcfg, [a, b], tmp_path / "summary")
+    b.write_text(json.dumps({"task": "t"}))
+    with pytest.raises(ValueError, match="missing keys"):
+        report(rcfg, [b], tmp_path / "summary")
+    assert not (tmp_path / "summary" / "results.csv").exists()
+
+
+def test_report_cli_exits_2_on_missing_input(tmp_path, capsys):
+    import yaml
+
+    from rs3l.cli import main
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(yaml.safe_dump({"results_dir": str(tmp_path / "results")}))
+    code = main(["report", "--config", str(cfg_file), "--inputs", str(tmp_path / "nope.json"),
+                 "--out-dir", str(tmp_path / "summary")])
+    assert code == 2
+    assert "nope.json" in capsys.readouterr().err
+
+
+def test_config_defaults_for_evaluation(cfg):
+    assert cfg["evaluate"]["efficiencies"] == [0.3, 0.5, 0.7]
+    assert config.resolve({})["finetune"]["train_views"] == ["nominal"]

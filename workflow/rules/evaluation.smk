@@ -1,0 +1,55 @@
+# Per-arm evaluation on the test split (every view), then the results table and plots.
+
+
+rule evaluate:
+    input:
+        config=ancient(CONFIG),
+        manifest=f"{R}/data/manifest.json",
+        model=f"{R}/finetune/{{task}}/{{mode}}/f{{fraction}}/model.pt",
+    output:
+        f"{R}/evaluate/{{task}}/{{mode}}/f{{fraction}}.json",
+    params:
+        data=lambda wc, input: os.path.dirname(input.manifest),
+        model_dir=lambda wc, input: os.path.dirname(input.model),
+    log:
+        f"{R}/logs/evaluate/{{task}}_{{mode}}_f{{fraction}}.log",
+    resources:
+        runtime=30,
+        mem_mb=4000,
+        cpus_per_task=1,
+        gpu=0,
+    conda:
+        "../envs/training.yaml"
+    shell:
+        "rs3l evaluate --config {input.config} --data {params.data} --model-dir {params.model_dir}"
+        " --out {output} > {log} 2>&1"
+
+
+rule report:
+    input:
+        config=ancient(CONFIG),
+        manifest=f"{R}/data/manifest.json",
+        evaluations=evaluations,
+    output:
+        csv=f"{R}/summary/results.csv",
+        md=report(f"{R}/summary/results.md", category="Results", caption="../report/results.rst"),
+        plots=report(
+            directory(f"{R}/summary/plots"),
+            patterns=["{name}.png"],
+            category="Plots",
+            caption="../report/plots.rst",
+        ),
+    params:
+        data=lambda wc, input: os.path.dirname(input.manifest),
+        out_dir=lambda wc, output: os.path.dirname(output.csv),
+    log:
+        f"{R}/logs/report.log",
+    resources:
+        runtime=30,
+        mem_mb=4000,
+        cpus_per_task=1,
+    conda:
+        "../envs/training.yaml"
+    shell:
+        "rs3l report --config {input.config} --inputs {input.evaluations} --data {params.data}"
+        " --out-dir {params.out_dir} > {log} 2>&1"

@@ -1,0 +1,56 @@
+# Pre-training on view pairs, then the fine-tuning arms (tasks x modes x label fractions).
+
+
+rule pretrain:
+    input:
+        config=ancient(CONFIG),
+        manifest=f"{R}/data/manifest.json",
+        tracking=f"{R}/tracking/parent_run.json",
+    output:
+        f"{R}/pretrain/encoder.pt",
+    params:
+        config_hash=CONFIG_HASH,
+        data=lambda wc, input: os.path.dirname(input.manifest),
+        out_dir=lambda wc, output: os.path.dirname(output[0]),
+    log:
+        f"{R}/logs/pretrain.log",
+    benchmark:
+        f"{R}/benchmarks/pretrain.tsv"
+    resources:
+        runtime=240,
+        mem_mb=8000,
+        cpus_per_task=2,
+        gpu=0,
+    conda:
+        "../envs/training.yaml"
+    shell:
+        "rs3l pretrain --config {input.config} --data {params.data} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule finetune:
+    input:
+        config=ancient(CONFIG),
+        manifest=f"{R}/data/manifest.json",
+        tracking=f"{R}/tracking/parent_run.json",
+        encoder=encoder_for,
+    output:
+        f"{R}/finetune/{{task}}/{{mode}}/f{{fraction}}/model.pt",
+    params:
+        config_hash=CONFIG_HASH,
+        data=lambda wc, input: os.path.dirname(input.manifest),
+        encoder=lambda wc, input: f"--encoder {input.encoder}" if input.encoder else "",
+        out_dir=lambda wc, output: os.path.dirname(output[0]),
+    log:
+        f"{R}/logs/finetune/{{task}}_{{mode}}_f{{fraction}}.log",
+    benchmark:
+        f"{R}/benchmarks/finetune/{{task}}_{{mode}}_f{{fraction}}.tsv"
+    resources:
+        runtime=120,
+        mem_mb=4000,
+        cpus_per_task=1,
+        gpu=0,
+    conda:
+        "../envs/training.yaml"
+    shell:
+        "rs3l finetune --config {input.config} --data {params.data} {params.encoder} --task {wildcards.task}"
+        " --mode {wildcards.mode} --fraction {wildcards.fraction} --out-dir {params.out_dir} > {log} 2>&1"
