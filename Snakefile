@@ -13,11 +13,14 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-# The schema holds every default and rejects invalid values before any job starts.
+# common.smk resolves the config against the schema (which holds every default) and
+# rejects invalid values, naming the key and the allowed values, before any job starts.
+include: "workflow/rules/common.smk"
+
+
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
-include: "workflow/rules/common.smk"
 include: "workflow/rules/setup.smk"
 include: "workflow/rules/simulation.smk"
 include: "workflow/rules/merge.smk"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,27 @@ def lhe_files(tmp_path_factory, cfg) -> dict:
         files[process] = out / f"{process}.lhe.gz"
         generate(cfg, process, n, files[process], chunk=0)
     return files
+
+
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def snakemake(*args, results_dir, configfile="config/smoke.yaml", check=True, timeout=1800, **popen):
+    """Run the workflow from the repo root with the smoke config, results in ``results_dir``."""
+    env = {**os.environ, "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "")}
+    cmd = [str(Path(VENV_BIN) / "snakemake"), "--configfile", configfile, "--config", f"results_dir={results_dir}",
+           *args]
+    if popen:
+        return subprocess.Popen(cmd, cwd=REPO, env=env, **popen)
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and res.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-8000:]}")
+    return res
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The whole smoke workflow, run locally once per session: `snakemake --cores 2`."""
+    results = tmp_path_factory.mktemp("smoke") / "results"
+    res = snakemake("--cores", "2", "--workflow-profile", "workflow/profiles/default", results_dir=results)
+    return {"results": results, "stdout": res.stdout, "stderr": res.stderr}

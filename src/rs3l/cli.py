@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from rs3l import __version__
@@ -112,6 +113,9 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     from rs3l.config import ConfigError, load
 
+    if os.environ.get("SLURM_JOB_ID"):
+        log.info("rs3l %s running as Slurm job %s on %s", args.command, os.environ["SLURM_JOB_ID"],
+                 os.environ.get("SLURMD_NODENAME", "?"))
     module, func = args.target.split(":")
     try:
         cfg = load(args.config)

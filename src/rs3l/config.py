@@ -136,9 +136,14 @@ def load(path: str | Path | None = None, overrides: dict | None = None) -> dict:
     return resolve(cfg)
 
 
+# Where results go is not part of what they are: runs in two folders hash the same.
+LOCATION_KEYS = ("results_dir",)
+
+
 def config_hash(cfg: dict) -> str:
-    """Hash of the resolved configuration (16 hex digits)."""
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+    """Hash of the resolved configuration without its location keys (16 hex digits)."""
+    content = {k: v for k, v in cfg.items() if k not in LOCATION_KEYS}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def simulation_hash(cfg: dict) -> str:
