@@ -10,7 +10,11 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default run; a --configfile given on the command line replaces it (as `rs3l --config` does)
+# instead of being merged into it, so config/smoke.yaml means the same to both.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 # common.smk resolves the config against the schema (which holds every default) and

@@ -107,15 +107,31 @@ def check(cfg: dict) -> None:
     for v in cfg["pretrain"]["augment_views"]:
         if v not in sim["views"]:
             raise ConfigError(f"pretrain.augment_views names view '{v}', which is not simulated; simulation.views: {', '.join(sim['views'])}")
+    made = simulated_classes(cfg)
     for tname, task in cfg["finetune"]["tasks"].items():
         for side in ("signal", "background"):
             for c in task[side]:
                 if c not in classes:
                     raise ConfigError(f"finetune.tasks.{tname}.{side}: unknown class '{c}'; classes: {', '.join(classes)}")
+            if not set(task[side]) & made:
+                raise ConfigError(f"finetune.tasks.{tname}.{side}: none of {task[side]} is produced by the simulated "
+                                  f"processes {sim['processes']} (they produce {', '.join(sorted(made))})")
     if abs(sum(cfg["merge"]["splits"].values()) - 1.0) > 1e-6:
         raise ConfigError(f"merge.splits must add up to 1; got {cfg['merge']['splits']}")
     if cfg["jets"]["pt_max"] <= cfg["jets"]["pt_min"]:
         raise ConfigError("jets.pt_max must be larger than jets.pt_min")
+
+
+PARTON_CLASSES = ("q", "c", "b", "g")
+
+
+def simulated_classes(cfg: dict) -> set[str]:
+    """Classes the configured processes can label jets with."""
+    made = set()
+    for name in cfg["simulation"]["processes"]:
+        lab = cfg["processes"][name]["labelling"]
+        made |= set(PARTON_CLASSES) if lab["kind"] == "parton" else {lab["label"]}
+    return made
 
 
 def resolve(cfg: dict) -> dict:

@@ -22,6 +22,13 @@ FT = config["finetune"]
 ARMS = [(t, m, f) for t in FT["tasks"] for m in FT["modes"] for f in FT["label_fractions"]]
 SUMMARY = [f"{R}/summary/results.csv", f"{R}/summary/results.md"]
 
+# Every job reads the resolved config from this file. It is rewritten only when its content
+# changes; rules take it as ancient() input and carry the hashes of the parts they depend on
+# as params, so Snakemake's params trigger reruns exactly the stages a config change affects.
+_resolved = yaml.safe_dump(dict(config), sort_keys=False)
+if not os.path.exists(CONFIG) or open(CONFIG).read() != _resolved:
+    write_text(CONFIG, _resolved)
+
 
 wildcard_constraints:
     chunk=r"\d+",

@@ -9,6 +9,7 @@ rule evaluate:
     output:
         f"{R}/evaluate/{{task}}/{{mode}}/f{{fraction}}.json",
     params:
+        config_hash=CONFIG_HASH,
         data=lambda wc, input: os.path.dirname(input.manifest),
         model_dir=lambda wc, input: os.path.dirname(input.model),
     log:
@@ -40,6 +41,7 @@ rule report:
             caption="../report/plots.rst",
         ),
     params:
+        config_hash=CONFIG_HASH,
         data=lambda wc, input: os.path.dirname(input.manifest),
         out_dir=lambda wc, output: os.path.dirname(output.csv),
     log:
