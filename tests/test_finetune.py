@@ -149,7 +149,7 @@ def test_report_over_all_arms(arms, setup, capsys):
     assert sorted(r["mode"] for r in rows) == sorted(MODES)
     assert {r["label_fraction"] for r in rows} == {str(FRACTION)}
     assert {"w1_seed", "w1_fsr_up", "w1_vincia", "rejection_at_0.5"} <= set(rows[0])
-    assert (setup["tmp"] / "summary" / "jet_mass.png").exists()
+    assert (setup["tmp"] / "summary" / "plots" / "jet_mass.png").exists()
     assert "| top_vs_q | supervised-deepsets | scratch |" in capsys.readouterr().out
 
 

@@ -9,6 +9,7 @@ the allowed values, and are raised before any job starts.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from importlib import resources
@@ -27,8 +28,14 @@ class ConfigError(ValueError):
     """Invalid configuration; the message names the key and what would be right."""
 
 
+@functools.lru_cache(maxsize=1)
+def _schema_text() -> str:
+    return resources.files("rs3l").joinpath("config.schema.yaml").read_text()
+
+
 def schema() -> dict:
-    return yaml.safe_load(resources.files("rs3l").joinpath("config.schema.yaml").read_text())
+    """The config schema (a fresh copy: validation fills defaults into what it is given)."""
+    return yaml.safe_load(_schema_text())
 
 
 def _with_defaults(validator_class):
@@ -90,6 +97,7 @@ def check(cfg: dict) -> None:
                     raise ConfigError(f"processes.{pname}.labelling: kind 'resonance' needs '{key}'")
             if lab["label"] not in classes:
                 raise ConfigError(f"processes.{pname}.labelling.label '{lab['label']}' is not a class; classes: {', '.join(classes)}")
+    det_keys = schema()["properties"]["detector"]["properties"]
     for vname, view in cfg["views"].items():
         if view["intervention"] == "parton":
             bad = [s for s in view["settings"] if not s.strip().startswith(HADRONIZATION_PREFIXES)]
@@ -100,7 +108,6 @@ def check(cfg: dict) -> None:
         if view["intervention"] == "detector" and view["settings"]:
             raise ConfigError(f"views.{vname}: a 'detector'-intervention view re-runs only the detector; "
                               f"put its changes under views.{vname}.detector, not settings")
-        det_keys = schema()["properties"]["detector"]["properties"]
         for key in view["detector"]:
             if key not in det_keys:
                 raise ConfigError(f"views.{vname}.detector: unknown parameter '{key}'; known: {', '.join(det_keys)}")

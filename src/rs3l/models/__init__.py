@@ -1,0 +1,1 @@
+"""Models: encoders (backbones), objectives (losses of embeddings) and the pre-training method."""

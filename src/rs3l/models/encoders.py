@@ -1,0 +1,303 @@
+"""Jet encoders: a set of constituents -> one latent vector per jet.
+
+Every encoder maps ``x`` (batch, particles, features) float32 and ``mask``
+(batch, particles) bool (True = real constituent) to (batch, latent_dim), and
+exposes ``.latent_dim``. Padded entries never influence the output (they are
+zeroed on entry, excluded from normalisation statistics, neighbour searches,
+attention and pooling), and the output does not depend on the particle order.
+
+Encoders know nothing about objectives. Choose one by name with
+:func:`build_encoder`; hyper-parameters come from ``cfg["encoders"][name]``
+(defaults in ``workflow/schemas/config.schema.yaml``).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+class BatchNorm(nn.BatchNorm1d):
+    """BatchNorm1d whose running statistics warm up as a plain average of the first batches.
+
+    The momentum is 1/n for the n-th training batch until it reaches ``momentum`` (0.1),
+    then the usual exponential average. With the standard fixed momentum the running
+    statistics stay biased towards their initial values (mean 0, variance 1) for tens
+    of steps, and a short pre-training (a laptop run has only a few dozen) would give
+    eval-mode embeddings unlike the training ones.
+    """
+
+    def __init__(self, channels: int, momentum: float = 0.1):
+        super().__init__(channels, momentum=momentum)
+        self.final_momentum = momentum
+        self._seen: int | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.track_running_stats:
+            if self._seen is None:  # read once (after a checkpoint load), not every step
+                self._seen = int(self.num_batches_tracked)
+            self._seen += 1
+            self.momentum = max(1.0 / self._seen, self.final_momentum)
+        return super().forward(x)
+
+
+def batch_norm(norm: nn.BatchNorm1d, h: torch.Tensor) -> torch.Tensor:
+    """``norm`` on rows ``h`` (N, C); with fewer than 2 rows in training, use the running statistics."""
+    if norm.training and h.shape[0] < 2:
+        return nn.functional.batch_norm(h, norm.running_mean, norm.running_var, norm.weight, norm.bias,
+                                        False, 0.0, norm.eps)
+    return norm(h)
+
+
+class MaskedBatchNorm(nn.Module):
+    """BatchNorm over the last dimension whose statistics use only valid entries.
+
+    ``h`` (..., C), ``valid`` (...) bool. Invalid entries come out as 0.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bn = BatchNorm(channels)
+
+    def forward(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(h)
+        out[valid] = batch_norm(self.bn, h[valid])
+        return out
+
+
+def _clean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Zero padded entries (with ``where``, so that inf/nan there cannot leak through 0 * inf)."""
+    return torch.where(mask.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def masked_sum(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, P, C), (B, P) -> (B, C): sum over valid particles."""
+    return _clean(h, mask).sum(dim=1)
+
+
+def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, P, C), (B, P) -> (B, C): mean over valid particles (0 for an empty jet)."""
+    n = mask.sum(dim=1, keepdim=True).clamp(min=1).to(h.dtype)
+    return masked_sum(h, mask) / n
+
+
+def mlp(sizes: list[int], final_activation: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or final_activation:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def knn(coords: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """k nearest valid neighbours of each particle, itself excluded.
+
+    coords (B, P, C), mask (B, P) -> idx (B, P, k) long, valid (B, P, k) bool.
+    ``valid`` is False for edges to padded particles, from padded particles, and
+    where a jet has fewer than k + 1 constituents (then some slots are empty).
+    """
+    B, P, _ = coords.shape
+    k = min(k, P)
+    d = torch.cdist(coords, coords)  # (B, P, P)
+    inf = torch.tensor(float("inf"), dtype=d.dtype, device=d.device)
+    d = torch.where(mask.unsqueeze(1), d, inf)  # padded neighbours are infinitely far
+    d = d.masked_fill(torch.eye(P, dtype=torch.bool, device=d.device), float("inf"))
+    dist, idx = d.topk(k, dim=-1, largest=False)
+    valid = torch.isfinite(dist) & mask.unsqueeze(-1)
+    return idx, valid
+
+
+# ----------------------------------------------------------------------------- ParticleNet
+
+class Points:
+    """The valid constituents of a padded batch as one flat list (sparse form).
+
+    ``ids`` (N,) are positions in the flattened (B * P) padded layout, ``jet`` (N,)
+    the jet index of each point, ``pos`` (B * P,) the inverse map (-1 for padding).
+    Work on points and edges then never touches a padded entry.
+    """
+
+    def __init__(self, mask: torch.Tensor):
+        self.B, self.P = mask.shape
+        self.ids = mask.reshape(-1).nonzero().squeeze(1)
+        self.jet = torch.div(self.ids, self.P, rounding_mode="floor")
+        self.pos = torch.full((self.B * self.P,), -1, dtype=torch.long, device=mask.device)
+        self.pos[self.ids] = torch.arange(len(self.ids), device=mask.device)
+        self.mask = mask
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, P, C) -> (N, C)."""
+        return x.reshape(self.B * self.P, -1)[self.ids]
+
+    def dense(self, h: torch.Tensor) -> torch.Tensor:
+        """(N, C) -> (B, P, C), zeros at padded positions."""
+        out = h.new_zeros(self.B * self.P, h.shape[-1])
+        out = out.index_copy(0, self.ids, h)
+        return out.reshape(self.B, self.P, -1)
+
+    def sum(self, h: torch.Tensor) -> torch.Tensor:
+        """(N, C) -> (B, C): sum over each jet's points."""
+        return h.new_zeros(self.B, h.shape[-1]).index_add(0, self.jet, h)
+
+
+class EdgeConvBlock(nn.Module):
+    """EdgeConv (Wang et al., ParticleNet): MLP on (x_i, x_j - x_i) for the k nearest j, mean, shortcut.
+
+    Works on the valid edges only. The first layer, W·(x_i, x_j - x_i) = (A - B)·x_i + B·x_j,
+    is evaluated per particle and then gathered, k times cheaper than on every edge.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, k: int, layers: int = 3):
+        super().__init__()
+        self.k = k
+        self.center = nn.Linear(in_channels, out_channels, bias=False)  # A - B
+        self.neighbour = nn.Linear(in_channels, out_channels, bias=False)  # B
+        self.linears = nn.ModuleList(nn.Linear(out_channels, out_channels, bias=False) for _ in range(layers - 1))
+        self.norms = nn.ModuleList(BatchNorm(out_channels) for _ in range(layers))
+        self.shortcut = nn.Linear(in_channels, out_channels, bias=False)
+        self.shortcut_norm = BatchNorm(out_channels)
+
+    def forward(self, coords: torch.Tensor, h: torch.Tensor, pts: Points) -> torch.Tensor:
+        """coords (B, P, C') padded; h (N, C) valid points -> (N, out_channels)."""
+        idx, valid = knn(coords, pts.mask, self.k)
+        b, i, slot = valid.nonzero(as_tuple=True)
+        src = pts.pos[b * pts.P + i]  # edge i <- j, as point numbers
+        dst = pts.pos[b * pts.P + idx[b, i, slot]]
+        e = self.center(h)[src] + self.neighbour(h)[dst]  # (E, C)
+        e = torch.relu(batch_norm(self.norms[0], e))
+        for lin, norm in zip(self.linears, self.norms[1:]):
+            e = torch.relu(batch_norm(norm, lin(e)))
+        n = torch.bincount(src, minlength=h.shape[0]).clamp(min=1).unsqueeze(1).to(e.dtype)
+        agg = e.new_zeros(h.shape[0], e.shape[1]).index_add(0, src, e) / n
+        return torch.relu(agg + batch_norm(self.shortcut_norm, self.shortcut(h)))
+
+
+class ParticleNet(nn.Module):
+    """ParticleNet-style encoder.
+
+    The first EdgeConv block finds neighbours in (Δη, Δφ), taken to be the first
+    two input features; later blocks in the previous block's feature space.
+    Sum pooling over constituents, then an MLP to ``latent_dim``.
+    """
+
+    def __init__(self, n_features: int, k: int, channels: list[int], latent_dim: int, hidden: int = 128):
+        super().__init__()
+        if n_features < 2:
+            raise ValueError("particlenet needs at least 2 features; the first two are the (Δη, Δφ) coordinates")
+        self.latent_dim = latent_dim
+        self.input_norm = BatchNorm(n_features)
+        blocks, c_in = [], n_features
+        for c in channels:
+            blocks.append(EdgeConvBlock(c_in, c, k))
+            c_in = c
+        self.blocks = nn.ModuleList(blocks)
+        self.head = mlp([c_in, hidden, latent_dim])
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = _clean(x, mask)
+        pts = Points(mask)
+        coords = x[..., :2]
+        h = batch_norm(self.input_norm, pts.gather(x))
+        for i, block in enumerate(self.blocks):
+            h = block(coords if i == 0 else pts.dense(h), h, pts)
+        return self.head(pts.sum(h))
+
+
+# ----------------------------------------------------------------------------- Transformer
+
+class Transformer(nn.Module):
+    """Masked Transformer encoder (no positional encoding: a jet is a set), mean pooling, MLP."""
+
+    def __init__(self, n_features: int, dim: int, heads: int, layers: int, latent_dim: int, dropout: float = 0.0):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"encoders.transformer: dim ({dim}) must be divisible by heads ({heads})")
+        self.latent_dim = latent_dim
+        self.input_norm = MaskedBatchNorm(n_features)
+        self.embed = nn.Linear(n_features, dim)
+        layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=dropout,
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.head = mlp([dim, dim, latent_dim])
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = _clean(x, mask)
+        h = self.embed(self.input_norm(x, mask))
+        # An all-padded row would make attention softmax over nothing (nan): let such a
+        # row attend to its first slot; it is excluded from pooling anyway.
+        attend = mask.clone()
+        attend[:, 0] |= ~mask.any(dim=1)
+        h = self.encoder(h, src_key_padding_mask=~attend)
+        return self.head(masked_mean(self.norm(h), mask))
+
+
+# ----------------------------------------------------------------------------- DeepSets
+
+class DeepSets(nn.Module):
+    """DeepSets / Energy-Flow-Network-style baseline: per-particle MLP, masked sum, MLP."""
+
+    def __init__(self, n_features: int, hidden: int, latent_dim: int):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.input_norm = BatchNorm(n_features)
+        self.phi = mlp([n_features, hidden, hidden, hidden], final_activation=True)
+        self.rho = mlp([hidden, hidden, latent_dim])
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        pts = Points(mask)
+        h = self.phi(batch_norm(self.input_norm, pts.gather(_clean(x, mask))))
+        return self.rho(pts.sum(h))
+
+
+# ----------------------------------------------------------------------------- registry
+
+ENCODERS = {"particlenet": ParticleNet, "transformer": Transformer, "deepsets": DeepSets}
+
+
+@functools.lru_cache(maxsize=None)
+def _schema_encoder_defaults() -> dict:
+    from rs3l.config import schema
+
+    encoders = schema()["properties"]["encoders"]["properties"]
+    return {name: {k: v["default"] for k, v in enc["properties"].items() if "default" in v}
+            for name, enc in encoders.items()}
+
+
+def _schema_defaults(name: str) -> dict:
+    return copy.deepcopy(_schema_encoder_defaults().get(name, {}))
+
+
+def encoder_params(name: str, cfg: dict) -> dict:
+    """Hyper-parameters of encoder ``name``: ``cfg["encoders"][name]`` over the schema defaults."""
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder '{name}'; known: {', '.join(ENCODERS)}")
+    params = _schema_defaults(name)
+    params.update((cfg.get("encoders") or {}).get(name) or {})
+    return params
+
+
+def build_encoder(name: str, cfg: dict, n_features: int) -> nn.Module:
+    """The encoder called ``name`` for inputs with ``n_features`` per-particle features.
+
+    ``cfg`` is the full (resolved) config. Returns a module mapping
+    (x (B, P, F), mask (B, P)) -> (B, latent_dim), with attribute ``latent_dim``.
+    """
+    params = encoder_params(name, cfg)
+    if name == "particlenet":
+        feats = (cfg.get("training") or {}).get("features") or []
+        if feats[:2] and feats[:2] != ["part_deta", "part_dphi"]:
+            log.warning("particlenet uses the first two features %s as (Δη, Δφ) coordinates", feats[:2])
+    try:
+        return ENCODERS[name](n_features=n_features, **params)
+    except TypeError as exc:
+        raise ValueError(f"encoders.{name}: bad hyper-parameters {params}: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Training stages: streaming data (``data``), pre-training (``pretrain``) and fine-tuning."""

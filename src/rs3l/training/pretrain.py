@@ -1,0 +1,300 @@
+"""``rs3l pretrain``: contrastive pre-training of an encoder on pairs of views (Lightning).
+
+Reads:  ``<data>/manifest.json``, ``<data>/{train,val}/part-*.parquet`` (``rs3l merge``).
+Writes: ``<out-dir>/last.ckpt`` (Lightning checkpoint after every epoch; a rerun resumes
+        from it, and does nothing if training is complete), ``<out-dir>/encoder.pt``
+        (the contract with fine-tuning, see :func:`save_encoder`), ``<out-dir>/embeddings.png``
+        (PCA of val embeddings coloured by class) and ``<out-dir>/summary.json``.
+MLflow: a child run ``pretrain`` with the config as params, per-epoch metrics, the
+        dataset's content hash as lineage (param and tag ``dataset.content_hash``,
+        manifest.json as artifact) and the outputs above as artifacts.
+
+Only global rank 0 talks to MLflow and writes outputs; under DDP (``training.devices``
+> 1) the other ranks only train.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from rs3l import tracking
+from rs3l.atomic import atomic_path, write_text
+from rs3l.config import config_hash
+from rs3l.models.method import ContrastiveMethod
+from rs3l.seeds import derive_seed
+from rs3l.training.data import (JetDataModule, SetEpoch, check_classes, check_features, check_views, load_arrays,
+                                open_shard, read_manifest, shard_paths)
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "last.ckpt"
+ENCODER = "encoder.pt"
+PLOT = "embeddings.png"
+
+
+# ----------------------------------------------------------------------------- the encoder.pt contract
+
+def save_encoder(path, encoder: torch.nn.Module, cfg: dict, content_hash: str | None = None) -> None:
+    """Write ``encoder.pt`` atomically.
+
+    ``torch.load(path)`` gives {"state_dict", "encoder" (name), "n_features", "features",
+    "max_constituents", "latent_dim", "config_hash", "encoder_params", "dataset_content_hash"};
+    rebuild with ``build_encoder(d["encoder"], cfg, d["n_features"])`` and ``load_state_dict``.
+    """
+    from rs3l.models.encoders import encoder_params
+
+    name = cfg["pretrain"]["encoder"]
+    payload = {
+        "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
+        "encoder": name,
+        "n_features": len(cfg["training"]["features"]),
+        "features": list(cfg["training"]["features"]),
+        "max_constituents": cfg["training"]["max_constituents"],
+        "latent_dim": encoder.latent_dim,
+        "config_hash": config_hash(cfg),
+        "encoder_params": encoder_params(name, cfg),
+        "dataset_content_hash": content_hash,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_encoder(path, cfg: dict | None = None) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the encoder saved by :func:`save_encoder` (hyper-parameters from the file). Returns (encoder, info)."""
+    from rs3l.models.encoders import build_encoder
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; run `rs3l pretrain` first")
+    info = torch.load(path, map_location="cpu", weights_only=False)
+    name = info["encoder"]
+    params = info.get("encoder_params") or (cfg or {}).get("encoders", {}).get(name, {})
+    enc_cfg = {"encoders": {name: params}, "training": {"features": info["features"]}}
+    encoder = build_encoder(name, enc_cfg, info["n_features"])
+    encoder.load_state_dict(info["state_dict"])
+    return encoder, info
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def resume_key(cfg: dict, content_hash: str | None) -> str:
+    """What a checkpoint must share with this run to be resumed: everything that shapes
+    the model and its training, except the number of epochs and the hardware."""
+    hardware = ("accelerator", "devices", "num_nodes", "strategy", "num_workers")
+    t = {k: v for k, v in cfg["training"].items() if k not in hardware}
+    p = {k: v for k, v in cfg["pretrain"].items() if k not in ("epochs", "knn_k", "probe_jets")}
+    name = cfg["pretrain"]["encoder"]
+    return config_hash({"seed": cfg["seed"], "training": t, "pretrain": p, "encoder": cfg["encoders"].get(name),
+                        "classes": cfg["classes"], "data": content_hash})
+
+
+def _global_rank() -> int:
+    """This process' rank, from the launcher's environment (before any process group exists)."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
+class EpochMetrics(L.Callback):
+    """Log the epoch-level metrics to an MLflow run (by id, so it works in spawned processes too)."""
+
+    def __init__(self, uri: str | None, run_id: str | None):
+        self.uri, self.run_id = uri, run_id
+        self.history: list[dict] = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                   if k.startswith(("train/", "val/")) and torch.as_tensor(v).numel() == 1}
+        metrics["epoch"] = trainer.current_epoch
+        self.history.append(metrics)
+        if self.run_id:
+            import mlflow
+
+            client = mlflow.MlflowClient(self.uri)
+            for k, v in metrics.items():
+                if k != "epoch":
+                    client.log_metric(self.run_id, k, v, step=trainer.current_epoch)
+        log.info("epoch %d: %s", trainer.current_epoch,
+                 ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"))
+
+
+class Stamp(L.Callback):
+    """Store ``info`` in every checkpoint (under ``rs3l``), to refuse resuming a foreign one."""
+
+    def __init__(self, info: dict):
+        self.info = info
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        checkpoint["rs3l"] = dict(self.info)
+
+
+@torch.no_grad()
+def embed(encoder: torch.nn.Module, x: np.ndarray, mask: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Encoder embeddings (rows, latent_dim) of padded arrays, in eval mode on the CPU."""
+    encoder = encoder.cpu().eval()
+    out = [encoder(torch.from_numpy(x[i:i + batch_size]), torch.from_numpy(mask[i:i + batch_size]))
+           for i in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, encoder.latent_dim), np.float32)
+
+
+def plot_embeddings(z: np.ndarray, labels: np.ndarray, classes: list[str], path, title: str = "") -> None:
+    """2-D PCA projection of embeddings coloured by class, saved as PNG (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    zc = z - z.mean(axis=0)
+    if len(zc) >= 2 and zc.shape[1] >= 2:
+        _, s, vt = np.linalg.svd(zc, full_matrices=False)
+        xy = zc @ vt[:2].T
+        frac = s[:2] ** 2 / max((s ** 2).sum(), 1e-12)
+    else:
+        xy, frac = np.zeros((len(z), 2)), np.zeros(2)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for c, name in enumerate(classes):
+        sel = labels == c
+        if sel.any():
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=4, alpha=0.6, label=f"{name} ({sel.sum()})")
+    ax.set_xlabel(f"PC 1 ({100 * frac[0]:.0f}% of variance)")
+    ax.set_ylabel(f"PC 2 ({100 * frac[1]:.0f}% of variance)")
+    ax.set_title(title or "validation embeddings")
+    ax.legend(markerscale=3, fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def check_inputs(cfg: dict, data_dir: Path) -> dict:
+    """Everything that can be checked before training: encoder and objective names, manifest,
+    views, classes, features, shard schemas. Returns the manifest."""
+    from rs3l.models.encoders import encoder_params
+    from rs3l.models.objectives import get_objective
+
+    encoder_params(cfg["pretrain"]["encoder"], cfg)  # unknown names fail here, before tracking
+    get_objective(cfg["pretrain"]["objective"])
+    manifest = read_manifest(data_dir)
+    check_features(cfg["training"]["features"])
+    check_classes(cfg["classes"], manifest)
+    check_views(cfg["pretrain"]["augment_views"], manifest, "pretrain.augment_views")
+    for split in ("train", "val"):
+        if split == "train" or manifest["splits"].get(split, {}).get("shards"):
+            for path in shard_paths(data_dir, split, manifest):
+                open_shard(path)
+    return manifest
+
+
+def checkpoint_epochs(ckpt, key: str | None = None) -> int:
+    """Epochs fully trained in a Lightning checkpoint; with ``key``, refuse a foreign checkpoint.
+
+    (The per-epoch checkpoint is written in ``on_train_epoch_end``, before Lightning counts
+    the epoch as 'completed', so the 'processed' counter is the one to read.)
+    """
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    if key is not None and state.get("rs3l", {}).get("resume_key") != key:
+        raise ValueError(f"{ckpt} was written by a pre-training with another configuration or dataset; "
+                         f"delete it (or use another --out-dir) to start over")
+    return int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+
+
+# ----------------------------------------------------------------------------- the stage
+
+def run(cfg: dict, data_dir, out_dir, callbacks: list | None = None) -> dict:
+    """Pre-train (or resume) and write the outputs; ``callbacks``: extra Lightning callbacks.
+
+    Returns a summary: ``skipped`` (already complete), ``start_epoch`` (epochs done before
+    this call), ``epochs``, ``history`` (per-epoch metrics of this call), ``final_metrics``,
+    ``knn_acc_final`` (probe on the embeddings written to embeddings.png), ``run_id``.
+    """
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    rank = _global_rank()
+    manifest = check_inputs(cfg, data_dir)
+    content_hash = manifest.get("content_hash")
+    epochs = cfg["pretrain"]["epochs"]
+    key = resume_key(cfg, content_hash)
+    ckpt = out_dir / CHECKPOINT
+    done = checkpoint_epochs(ckpt, key) if ckpt.exists() else 0
+    if done >= epochs and (out_dir / ENCODER).exists():
+        log.info("pre-training already complete (%d/%d epochs in %s); nothing to do", done, epochs, ckpt)
+        return {"skipped": True, "start_epoch": done, "epochs": epochs, "history": []}
+    if rank != 0:
+        return _train(cfg, data_dir, out_dir, key, ckpt if done else None, None, None, callbacks)
+    # Open the MLflow run first: an unreachable server fails before any training.
+    with tracking.child_run(cfg, name="pretrain", stage="pretrain", params=tracking.flat_params(cfg)) as active:
+        import mlflow
+
+        mlflow.log_param("dataset.content_hash", content_hash)
+        mlflow.set_tags({"dataset.content_hash": content_hash, "dataset.path": str(data_dir.resolve()),
+                         "rs3l.resumed_from_epoch": done})
+        mlflow.log_artifact(str(data_dir / "manifest.json"), artifact_path="dataset")
+        summary = _train(cfg, data_dir, out_dir, key, ckpt if done else None,
+                         tracking.tracking_uri(cfg), active.info.run_id, callbacks)
+        summary["start_epoch"] = done
+        summary["run_id"] = active.info.run_id
+        for name in (ENCODER, CHECKPOINT, PLOT, "summary.json"):
+            if (out_dir / name).exists():
+                mlflow.log_artifact(str(out_dir / name))
+        final = summary.get("final_metrics", {})
+        if "knn_acc_final" in summary:
+            mlflow.log_metric("val/knn_acc_final", summary["knn_acc_final"])
+        log.info("pre-training done: %s", ", ".join(f"{k}={v:.4g}" for k, v in final.items()))
+    return summary
+
+
+def _train(cfg: dict, data_dir: Path, out_dir: Path, key: str, resume_from: Path | None,
+           uri: str | None, run_id: str | None, callbacks: list | None = None) -> dict:
+    t = cfg["training"]
+    # JetDataset.__len__ is exact for any number of workers (it plans the epoch per slot).
+    warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")
+    L.seed_everything(derive_seed(cfg["seed"], "pretrain"), workers=False, verbose=False)
+    datamodule = JetDataModule(cfg, data_dir, mode="pairs", views=cfg["pretrain"]["augment_views"], stream="pretrain")
+    model = ContrastiveMethod.from_config(cfg, n_features=len(t["features"]))
+    metrics_cb = EpochMetrics(uri, run_id)
+    # last.ckpt after every epoch, overwritten (Lightning writes it atomically via an fsspec
+    # transaction). Not save_last=True: with save_top_k=0 that only saves at the very end.
+    checkpoint_cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=out_dir, filename=CHECKPOINT.removesuffix(".ckpt"),
+                                                        save_top_k=1, enable_version_counter=False)
+    trainer = L.Trainer(
+        max_epochs=cfg["pretrain"]["epochs"], accelerator=t["accelerator"], devices=t["devices"],
+        num_nodes=t["num_nodes"], strategy=t["strategy"], precision=t["precision"], default_root_dir=out_dir,
+        logger=False, callbacks=[checkpoint_cb, SetEpoch(), metrics_cb, Stamp({"resume_key": key}), *(callbacks or [])],
+        enable_progress_bar=True, enable_model_summary=_global_rank() == 0, log_every_n_steps=10,
+        num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    if not trainer.is_global_zero or _global_rank() != 0:
+        return {"skipped": False, "epochs": cfg["pretrain"]["epochs"]}
+    final = {k: float(v) for k, v in trainer.callback_metrics.items()
+             if k.startswith(("train/", "val/")) and torch.as_tensor(v).numel() == 1}
+    manifest = read_manifest(data_dir)
+    save_encoder(out_dir / ENCODER, model.encoder, cfg, manifest.get("content_hash"))
+    summary = {"skipped": False, "epochs": cfg["pretrain"]["epochs"], "final_metrics": final,
+               "history": metrics_cb.history}
+    if manifest["splits"].get("val", {}).get("shards"):
+        probe = load_arrays(data_dir, "val", t["features"], t["max_constituents"],
+                            views=[cfg["pretrain"]["augment_views"][0]], max_jets=cfg["pretrain"]["probe_jets"],
+                            seed=derive_seed(cfg["seed"], "pretrain-probe"))
+        z = embed(model.encoder, probe["x"], probe["mask"])
+        from rs3l.models.objectives import knn_accuracy
+
+        summary["knn_acc_final"] = knn_accuracy(torch.from_numpy(z), torch.from_numpy(probe["label"]),
+                                                k=cfg["pretrain"]["knn_k"])
+        plot_embeddings(z, probe["label"], cfg["classes"], out_dir / PLOT,
+                        title=f"{cfg['pretrain']['encoder']} + {cfg['pretrain']['objective']}: val embeddings "
+                              f"(kNN acc {summary['knn_acc_final']:.2f})")
+    write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def main(cfg: dict, args) -> None:
+    """``rs3l pretrain --data DIR --out-dir DIR``."""
+    run(cfg, args.data, args.out_dir)
