@@ -37,13 +37,15 @@ def lhe_files(tmp_path_factory, cfg) -> dict:
 VENV_BIN = str(Path(sys.executable).parent)
 
 
-def snakemake(*args, results_dir, configfile="config/smoke.yaml", check=True, timeout=1800, **popen):
-    """Run the workflow from the repo root with the smoke config, results in ``results_dir``."""
+def snakemake(*args, results_dir, configfile="config/smoke.yaml", check=True, timeout=1800, popen=False, **kwargs):
+    """Run the workflow from the repo root with the smoke config, results in ``results_dir``.
+
+    With ``popen=True`` it is started in the background and the Popen object returned."""
     env = {**os.environ, "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "")}
     cmd = [str(Path(VENV_BIN) / "snakemake"), "--configfile", configfile, "--config", f"results_dir={results_dir}",
            *args]
-    if popen:
-        return subprocess.Popen(cmd, cwd=REPO, env=env, **popen)
+    if popen:  # started in the background; kwargs go to subprocess.Popen
+        return subprocess.Popen(cmd, cwd=REPO, env=env, **kwargs)
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     if check and res.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-8000:]}")

@@ -126,6 +126,8 @@ def test_killed_workflow_leaves_nothing_complete_and_a_rerun_resumes(smoke_run, 
     cfg = config.load(smoke_run["results"] / "config.yaml")
     for frag in (results / "fragments").rglob("*.parquet"):
         read_fragment(frag, cfg)  # whatever carries a final name is complete and readable
+    # as after any kill: release Snakemake's lock, then run again (incomplete jobs are re-run)
+    snakemake("--unlock", results_dir=results)
     snakemake("--cores", "2", "--workflow-profile", "workflow/profiles/default", "merge", results_dir=results)
     resumed = json.loads((results / "data" / "manifest.json").read_text())
     reference = json.loads((smoke_run["results"] / "data" / "manifest.json").read_text())
