@@ -19,19 +19,13 @@ import uproot
 
 from rs3l import schema
 from rs3l.atomic import atomic_path
+from rs3l.data.manifest import read_manifest, shard_paths
 
 log = logging.getLogger(__name__)
 
 
-def load_manifest(data_dir: str | Path) -> dict:
-    path = Path(data_dir) / "manifest.json"
-    if not path.exists():
-        raise FileNotFoundError(f"'{path}' does not exist: run `rs3l merge` (or the merge rule) first")
-    return json.loads(path.read_text())
-
-
 def export_root(cfg: dict, data_dir: str | Path, split: str, out: str | Path) -> int:
-    manifest = load_manifest(data_dir)
+    manifest = read_manifest(data_dir)
     if split not in manifest["splits"]:
         raise ValueError(f"unknown split '{split}'; known: {', '.join(manifest['splits'])}")
     processes = list(cfg["processes"])
@@ -42,9 +36,9 @@ def export_root(cfg: dict, data_dir: str | Path, split: str, out: str | Path) ->
     n_rows = 0
     with atomic_path(out) as tmp:
         with uproot.recreate(tmp) as f:
-            for shard in manifest["splits"][split]["shards"]:
-                pf = pq.ParquetFile(Path(data_dir) / shard["path"])
-                schema.check_schema(pf.schema_arrow, schema.merged_schema(), shard["path"])
+            for path in shard_paths(data_dir, split, manifest):
+                pf = pq.ParquetFile(path)
+                schema.check_schema(pf.schema_arrow, schema.merged_schema(), str(path))
                 for i in range(pf.num_row_groups):
                     t = pf.read_row_group(i)
                     branches = {n: t.column(n).to_numpy() for n in scalars}

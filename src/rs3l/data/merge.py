@@ -21,16 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rs3l import schema, seeds
 from rs3l.atomic import atomic_path, write_text
 from rs3l.config import config_hash, simulation_hash, view_instances
+from rs3l.data.manifest import SPLITS
 from rs3l.progress import Progress
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "val", "test")
 
 
 def split_of_events(cfg: dict, process: str, chunk: int, events: np.ndarray) -> np.ndarray:

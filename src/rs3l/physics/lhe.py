@@ -9,7 +9,6 @@ or truncated files.
 from __future__ import annotations
 
 import gzip
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
