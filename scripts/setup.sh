@@ -12,10 +12,14 @@ if [[ ! -x .venv/bin/python ]]; then
     python3 -m venv .venv
 fi
 . .venv/bin/activate
-python -m pip install --quiet --upgrade pip
+pip_install() {
+    # pip's notes about unreachable local index folders are noise; its errors still fail the script
+    python -m pip install --quiet "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
+pip_install --upgrade pip
 # Pin the CPU build of torch explicitly: a loose pin pulls a multi-GB CUDA build.
-python -c "import torch" 2>/dev/null || python -m pip install --quiet "torch==2.13.0"
-python -m pip install --quiet -e ".[test]"
+python -c "import torch" 2>/dev/null || pip_install "torch==2.13.0"
+pip_install -e ".[test]"
 
 if [[ $with_slurm == 1 ]] && ! command -v slurmctld >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
