@@ -195,3 +195,16 @@ def test_every_subcommand_has_help():
     for name in COMMANDS:
         res = _cli(name, "--help")
         assert res.returncode == 0 and "--config" in res.stdout, name
+
+
+@pytest.mark.parametrize("process, label, mass", [("zqq", "zqq", 91.2), ("zbb", "zbb", 91.2),
+                                                  ("hbb", "hbb", 125.0), ("hcc", "hcc", 125.0)])
+def test_physics_every_boson_process_gives_merged_jets_at_its_mass(cfg, tmp_path, process, label, mass):
+    """Z -> qq/bb and H -> bb/cc jets: labelled only when fully merged, soft-drop mass at the boson mass."""
+    lhe_path, out = tmp_path / f"{process}.lhe.gz", tmp_path / f"{process}.parquet"
+    generate(cfg, process, 80, lhe_path)
+    counts = resimulate(cfg, lhe_path, "nominal", out)
+    jets = _table(out)
+    assert counts["jets_matched"] == len(jets) >= 15
+    assert (jets.label_name == label).all()
+    assert abs(np.median(jets.soft_drop_mass) - mass) < 0.12 * mass

@@ -1,0 +1,97 @@
+"""What the smoke workflow leaves behind for a physicist: the pre-training learned something,
+the results table has every arm, the label subsets are shared, and MLflow holds the parent
+run with its child runs, also through a real `mlflow server` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+
+from conftest import VENV_BIN
+from rs3l import config
+
+
+def test_smoke_pretraining_lowers_the_loss_and_separates_pairs(smoke_run):
+    summary = json.loads((smoke_run["results"] / "pretrain" / "summary.json").read_text())
+    history = summary["history"]
+    assert len(history) == 2
+    assert history[-1]["train/loss"] < history[0]["train/loss"]
+    final = summary["final_metrics"]
+    # views of the same jet end up closer than views of different jets
+    assert final["train/pos_sim"] > final["train/neg_sim"]
+    assert (smoke_run["results"] / "pretrain" / "embeddings.png").exists()
+
+
+def test_results_table_has_every_arm_with_values_in_range(smoke_run):
+    results = smoke_run["results"]
+    cfg = config.load(results / "config.yaml")
+    rows = list(csv.DictReader((results / "summary" / "results.csv").open()))
+    arms = {(r["task"], r["mode"], float(r["label_fraction"])) for r in rows}
+    ft = cfg["finetune"]
+    assert arms == {(t, m, f) for t in ft["tasks"] for m in ft["modes"] for f in ft["label_fractions"]}
+    for r in rows:
+        assert 0 <= float(r["accuracy"]) <= 1 and 0 <= float(r["auc"]) <= 1
+        for view in ("seed", "fsr_up"):
+            assert 0 <= float(r[f"w1_{view}"]) <= 1
+    assert (results / "summary" / "results.md").read_text().startswith("| task")
+    assert {p.name for p in (results / "summary" / "plots").glob("*.png")} >= {
+        "roc_top_vs_qcd.png", "scores_top_vs_qcd.png", "label_efficiency_top_vs_qcd.png", "jet_mass.png"}
+
+
+def test_every_arm_of_a_label_fraction_trains_on_the_same_jets(smoke_run):
+    base = smoke_run["results"] / "finetune" / "top_vs_qcd"
+    for fraction in ("0.5", "1.0"):
+        subsets = {m: json.loads((base / m / f"f{fraction}" / "labels.json").read_text())["jet_ids_sha256"]
+                   for m in ("linear", "scratch")}
+        assert len(set(subsets.values())) == 1, subsets
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_server_on_the_smoke_store_shows_parent_and_child_runs(smoke_run):
+    results = smoke_run["results"]
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(Path(VENV_BIN) / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{results / 'mlflow.db'}",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                if requests.get(f"{base}/health", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.time() < deadline, "mlflow server did not come up"
+            assert server.poll() is None, "mlflow server exited"
+            time.sleep(0.5)
+        exp = requests.get(f"{base}/api/2.0/mlflow/experiments/get-by-name",
+                           params={"experiment_name": "rs3l"}, timeout=10).json()["experiment"]
+        runs = requests.post(f"{base}/api/2.0/mlflow/runs/search",
+                             json={"experiment_ids": [exp["experiment_id"]], "max_results": 500}, timeout=10).json()["runs"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
+    parents = [r for r, t in zip(runs, tags) if t.get("rs3l.stage") == "workflow"]
+    assert len(parents) == 1
+    parent_id = parents[0]["info"]["run_id"]
+    assert parents[0]["info"]["status"] == "FINISHED"
+    children = [(r, t) for r, t in zip(runs, tags) if t.get("mlflow.parentRunId") == parent_id]
+    stages = sorted(t["rs3l.stage"] for _, t in children)
+    assert stages.count("pretrain") == 1 and stages.count("finetune") == 4 and stages.count("evaluate") == 4
+    pretrain = next(r for r, t in children if t["rs3l.stage"] == "pretrain")
+    assert any(p["key"] == "pretrain.objective" for p in pretrain["data"]["params"])
+    assert any(m["key"].startswith("train/loss") for m in pretrain["data"]["metrics"])
