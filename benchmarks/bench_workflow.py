@@ -5,7 +5,7 @@
 2. Merge peak memory at two dataset sizes (the smoke fragments replicated as k and 4k
    chunks); prints the ratio of peak RSS, which must stay near 1 (streaming merge).
 
-    python benchmarks/bench_workflow.py [--copies 4]
+    python benchmarks/bench_workflow.py [--copies 20]
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def merge_peak_mb(config: Path, fragments: list[Path], out_dir: Path) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--copies", type=int, default=4, help="chunks of the small dataset; the large one has 4x")
+    ap.add_argument("--copies", type=int, default=20, help="chunks of the small dataset; the large one has 4x")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
