@@ -95,3 +95,12 @@ def test_mlflow_server_on_the_smoke_store_shows_parent_and_child_runs(smoke_run)
     pretrain = next(r for r, t in children if t["rs3l.stage"] == "pretrain")
     assert any(p["key"] == "pretrain.objective" for p in pretrain["data"]["params"])
     assert any(m["key"].startswith("train/loss") for m in pretrain["data"]["metrics"])
+
+
+def test_snakemake_report_includes_the_results_and_plots(smoke_run, tmp_path):
+    from conftest import snakemake
+
+    report = tmp_path / "report.html"
+    snakemake("--report", str(report), results_dir=smoke_run["results"])
+    html = report.read_text(errors="replace")
+    assert "results.md" in html and "roc_top_vs_qcd.png" in html
