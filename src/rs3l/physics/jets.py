@@ -91,7 +91,7 @@ def truth_objects(lhe_particles: ak.Array, labelling: dict) -> dict:
         is_obj = outgoing & np.isin(np.abs(pid), list(PARTON_FLAVOUR))
         objects = np.flatnonzero(is_obj)
         label = FLAVOUR_TABLE[np.abs(pid[objects])]
-        d_obj = objects
+        cand = d_obj = objects  # each parton is its own (only) daughter
         n_req = np.ones(len(objects), dtype=np.int64)
     else:
         is_obj = (np.abs(pid) == labelling["pdg_id"]) & (status == 2)
@@ -117,11 +117,8 @@ def truth_objects(lhe_particles: ak.Array, labelling: dict) -> dict:
         keep_d = ok[np.searchsorted(objects, d_obj)] if len(d_obj) else np.zeros(0, bool)
         objects, label, n_req = objects[ok], label[ok], n_req[ok]
         cand, d_obj = cand[keep_d], d_obj[keep_d]
-        eta_d, phi_d = eta[cand], phi[cand]
-        return {"event": event[objects], "line": line[objects], "global": objects, "label_name": label,
-                "n_required": n_req, "d_event": event[cand], "d_global": d_obj, "d_eta": eta_d, "d_phi": phi_d}
     return {"event": event[objects], "line": line[objects], "global": objects, "label_name": label,
-            "n_required": n_req, "d_event": event[d_obj], "d_global": d_obj, "d_eta": eta[d_obj], "d_phi": phi[d_obj]}
+            "n_required": n_req, "d_event": event[cand], "d_global": d_obj, "d_eta": eta[cand], "d_phi": phi[cand]}
 
 
 def match(jets: dict, truth: dict, radius: float) -> tuple[np.ndarray, np.ndarray]:

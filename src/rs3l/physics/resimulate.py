@@ -38,6 +38,13 @@ log = logging.getLogger(__name__)
 _HEADER = re.compile(r'<rs3l process="([^"]+)" chunk="(\d+)"')
 
 
+def view_config(cfg: dict, view: str) -> dict:
+    """The config of a named view; an unknown name is an error listing the known ones."""
+    if view not in cfg["views"]:
+        raise ValueError(f"unknown view '{view}'; known: {', '.join(cfg['views'])}")
+    return cfg["views"][view]
+
+
 def lhe_origin(path: str | Path) -> tuple[str, int]:
     """(process, chunk) recorded by ``rs3l generate`` in the LHE header."""
     with lhe.open_text(path) as fh:
@@ -118,8 +125,7 @@ def generator_level(cfg: dict, lhe_path: str | Path, view: str, replica: int = 0
     ISR, FSR, beam remnants: |status| 21-69), which a ``parton``-intervention view shares.
     When exhausted, the generator returns (StopIteration.value) ``{"events", "failures"}``.
     """
-    if view not in cfg["views"]:
-        raise ValueError(f"unknown view '{view}'; known: {', '.join(cfg['views'])}")
+    view_config(cfg, view)  # unknown view: error before Pythia starts
     if replica < 0:
         raise ValueError(f"--replica must be >= 0; got {replica}")
     if lhe_events is None:
@@ -186,8 +192,7 @@ def _list_array(values: np.ndarray, counts: np.ndarray) -> pa.Array:
 def resimulate(cfg: dict, lhe_path: str | Path, view: str, out: str | Path, replica: int = 0,
                max_events: int | None = None) -> dict:
     """Run one view over an LHE file and write the jets as a Parquet fragment. Returns counts."""
-    if view not in cfg["views"]:
-        raise ValueError(f"unknown view '{view}'; known: {', '.join(cfg['views'])}")
+    view_cfg = view_config(cfg, view)
     lhe_events = lhe.read(lhe_path)
     process, chunk = lhe_origin(lhe_path)
     if process not in cfg["processes"]:
@@ -195,7 +200,6 @@ def resimulate(cfg: dict, lhe_path: str | Path, view: str, out: str | Path, repl
                          f"known: {', '.join(cfg['processes'])}")
     labelling = cfg["processes"][process]["labelling"]
     classes = cfg["classes"]
-    view_cfg = cfg["views"][view]
     det_params = {**cfg["detector"], **view_cfg["detector"]}
     parts = view_seed_parts(cfg, process, chunk, view, replica)
     det_rng = seeds.rng(cfg["seed"], *parts["detector"])
