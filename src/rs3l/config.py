@@ -18,6 +18,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from rs3l.physics import ALGORITHM_VERSION
+
 DEFAULT_CONFIG = "config/config.yaml"
 # Settings a `parton`-intervention view may change: the shower is shared, so only
 # hadronization (and hadron decays) may differ between such views.
@@ -172,10 +174,11 @@ def config_hash(cfg: dict) -> str:
 def simulation_hash(cfg: dict) -> str:
     """Hash of everything that determines the simulated data (not training settings).
 
-    Fragments carry it; merge refuses fragments whose hash differs from the config's.
+    Fragments carry it; merge refuses fragments whose hash differs from the config's. It includes
+    ``rs3l.physics.ALGORITHM_VERSION``, so fragments made by older simulation code are not reused.
     """
     keys = ("seed", "simulation", "processes", "classes", "views", "detector", "jets")
-    return config_hash({k: cfg[k] for k in keys})
+    return config_hash({**{k: cfg[k] for k in keys}, "algorithm_version": ALGORITHM_VERSION})
 
 
 def settings_hash(settings: list[str]) -> str:

@@ -10,6 +10,7 @@ all rows (views) of a jet are contiguous and a row group never splits a jet.
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
 SCHEMA_VERSION = 1
@@ -37,7 +38,7 @@ JET_COLUMNS = [
     ("phi", pa.float32(), "rad", "jet azimuth"),
     ("mass", pa.float32(), "GeV", "jet invariant mass"),
     ("soft_drop_mass", pa.float32(), "GeV", "groomed mass (soft drop, beta and zcut from config)"),
-    ("tau1", pa.float32(), "", "N-subjettiness tau_1 (beta=1)"),
+    ("tau1", pa.float32(), "", "N-subjettiness tau_1 (beta=1, normalised by sum pT * R, winner-take-all kT axes)"),
     ("tau2", pa.float32(), "", "N-subjettiness tau_2"),
     ("tau3", pa.float32(), "", "N-subjettiness tau_3"),
     ("n_constituents", pa.int32(), "", "number of reconstructed constituents"),
@@ -65,6 +66,29 @@ MERGED_EXTRA_COLUMNS = [
     ("split", pa.string(), "", "train, val or test (decided per hard event)"),
 ]
 KEY = [name for name, *_ in KEY_COLUMNS]
+
+
+_NUMPY_TYPES = {pa.from_numpy_dtype(np.dtype(t)): np.dtype(t)
+                for t in ("int8", "int16", "int32", "int64", "float32", "float64")}
+
+
+def to_arrow(values, typ: pa.DataType) -> pa.Array:
+    """A numpy array (or, for strings, any sequence) as an Arrow array of type ``typ``.
+
+    Built from buffers: ``pa.array`` imports pandas on first use, about 0.5 s in every
+    re-simulation job. ``typ`` may be a primitive number type, ``pa.string()`` or a list of a
+    primitive type; for a list, ``values`` is ``(flat values, counts per row)``.
+    """
+    if isinstance(typ, pa.ListType):
+        flat, counts = values
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+        return pa.ListArray.from_arrays(to_arrow(offsets, pa.int32()), to_arrow(flat, typ.value_type))
+    if typ == pa.string():
+        encoded = [str(v).encode() for v in values]
+        offsets = np.concatenate([[0], np.cumsum([len(b) for b in encoded], dtype=np.int64)]).astype(np.int32)
+        return pa.Array.from_buffers(typ, len(encoded), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
+    data = np.ascontiguousarray(values, dtype=_NUMPY_TYPES[typ])
+    return pa.Array.from_buffers(typ, len(data), [None, pa.py_buffer(data)])
 
 
 def _fields(cols):

@@ -6,6 +6,8 @@ awkward interface clusters all events of a batch in one call.
 
 from __future__ import annotations
 
+import warnings
+
 import awkward as ak
 import fastjet
 import numpy as np
@@ -22,9 +24,20 @@ def delta_phi(a, b):
     return (a - b + np.pi) % (2 * np.pi) - np.pi
 
 
-def take(values: np.ndarray, index: ak.Array) -> ak.Array:
-    """``values[index]`` for a jagged index array (flat numpy values, jagged result)."""
-    return ak.unflatten(values[ak.to_numpy(ak.flatten(index))], ak.num(index))
+def rows(counts: np.ndarray, select: np.ndarray) -> np.ndarray:
+    """Flat positions of the selected rows of a jagged array given by its per-row ``counts``."""
+    starts = np.concatenate([[0], np.cumsum(counts)])[:-1][select]
+    n = counts[select]
+    return np.repeat(starts - np.concatenate([[0], np.cumsum(n)])[:-1], n) + np.arange(n.sum())
+
+
+def momenta(px, py, pz, e, counts) -> ak.Array:
+    """Jagged Momentum4D records (one list per entry of ``counts``), as fastjet's awkward interface takes them."""
+    offsets = ak.index.Index64(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+    record = ak.contents.RecordArray([ak.contents.NumpyArray(np.ascontiguousarray(a, dtype=np.float64))
+                                      for a in (px, py, pz, e)], ["px", "py", "pz", "E"],
+                                     parameters={"__record__": "Momentum4D"})
+    return ak.Array(ak.contents.ListOffsetArray(offsets, record))
 
 
 def _eta_phi(px, py, pz):
@@ -36,37 +49,35 @@ def cluster(cands: dict, n_events: int, jet_cfg: dict) -> dict:
     """Anti-kT jets of the detector candidates, selected by the config's pT window and |eta|.
 
     Returns flat per-jet arrays (event, px, py, pz, e, pt, eta, phi, mass) sorted by
-    event then descending pT, and ``constituents``: for each jet the flat candidate
-    indices (jagged, sorted by descending candidate pT).
+    event then descending pT; ``constituents`` (flat candidate indices, jet after jet, each
+    jet's by descending candidate pT) and ``n_constituents`` per jet.
     """
     counts = np.bincount(cands["event"], minlength=n_events)
     offsets = np.concatenate([[0], np.cumsum(counts)])
-    momenta = ak.unflatten(ak.zip({"px": cands["px"], "py": cands["py"], "pz": cands["pz"], "E": cands["e"]},
-                                  with_name="Momentum4D"), counts)
-    jetdef = fastjet.JetDefinition(fastjet.antikt_algorithm, jet_cfg["radius"])
-    cs = fastjet.ClusterSequence(momenta, jetdef)
+    cs = fastjet.ClusterSequence(momenta(cands["px"], cands["py"], cands["pz"], cands["e"], counts),
+                                 fastjet.JetDefinition(fastjet.antikt_algorithm, jet_cfg["radius"]))
     min_pt = 0.5 * jet_cfg["pt_min"]
     jets = cs.inclusive_jets(min_pt)
     index = cs.constituent_index(min_pt)
-    n_jets = ak.num(jets)
-    j_event = np.repeat(np.arange(n_events), ak.to_numpy(n_jets))
+    j_event = np.repeat(np.arange(n_events), ak.to_numpy(ak.num(jets)))
     flat = ak.flatten(jets)
     px, py, pz, e = (ak.to_numpy(flat[c]).astype(np.float64) for c in ("px", "py", "pz", "E"))
     pt = np.hypot(px, py)
     eta, phi = _eta_phi(px, py, pz)
     mass = np.sqrt(np.clip(e**2 - px**2 - py**2 - pz**2, 0, None))
     # constituent indices: event-local -> flat candidate indices
-    local = ak.flatten(index, axis=1)
-    glob = local + offsets[:-1][j_event]
+    n_const = ak.to_numpy(ak.flatten(ak.num(index, axis=2)))
+    const = ak.to_numpy(ak.flatten(index, axis=None)) + np.repeat(offsets[:-1][j_event], n_const)
     keep = (pt >= jet_cfg["pt_min"]) & (pt < jet_cfg["pt_max"]) & (np.abs(eta) < jet_cfg["eta_max"])
     order = np.lexsort((-pt, j_event))
     order = order[keep[order]]
-    glob = glob[order]
-    # constituents by descending pT
-    c_pt = np.hypot(cands["px"], cands["py"])
-    glob = glob[ak.argsort(take(c_pt, glob), axis=1, ascending=False)]
+    const, n_const = const[rows(n_const, order)], n_const[order]
+    # each jet's constituents by descending pT
+    jet_of = np.repeat(np.arange(len(order)), n_const)
+    const = const[np.lexsort((-np.hypot(cands["px"][const], cands["py"][const]), jet_of))]
     return {"event": j_event[order], "px": px[order], "py": py[order], "pz": pz[order], "e": e[order],
-            "pt": pt[order], "eta": eta[order], "phi": phi[order], "mass": mass[order], "constituents": glob}
+            "pt": pt[order], "eta": eta[order], "phi": phi[order], "mass": mass[order],
+            "constituents": const, "n_constituents": n_const}
 
 
 def truth_objects(lhe_particles: ak.Array, labelling: dict) -> dict:
@@ -162,28 +173,130 @@ def match(jets: dict, truth: dict, radius: float) -> tuple[np.ndarray, np.ndarra
     return kj[order], ko[order]
 
 
-def substructure(cands: dict, constituents: ak.Array, jet_cfg: dict) -> dict:
-    """Soft-drop mass and N-subjettiness (tau1..3, beta=1) per jet, from its constituents.
+def substructure(cands: dict, jets: dict, sel: np.ndarray, jet_cfg: dict) -> dict:
+    """Soft-drop mass and N-subjettiness (tau1..3) of the selected jets, from their constituents.
 
-    Each jet's constituents are one "event" of a jagged array, so one fastjet call serves all jets.
+    Each jet's constituents are one "event" of a jagged array, so one fastjet call clusters all
+    jets: C/A for soft drop (``soft_drop_mass``), kT with winner-take-all recombination for the
+    N-subjettiness axes (``nsubjettiness``).
     """
-    n = len(constituents)
-    if n == 0:
+    if len(sel) == 0:
         return {k: np.zeros(0) for k in ("soft_drop_mass", "tau1", "tau2", "tau3")}
-    parts = ak.zip({"px": take(cands["px"], constituents), "py": take(cands["py"], constituents),
-                    "pz": take(cands["pz"], constituents), "E": take(cands["e"], constituents)}, with_name="Momentum4D")
-    cs = fastjet.ClusterSequence(parts, fastjet.JetDefinition(fastjet.cambridge_algorithm, 10.0))
-    sd = cs.exclusive_jets_softdrop_grooming(njets=1, beta=jet_cfg["soft_drop_beta"],
-                                             symmetry_cut=jet_cfg["soft_drop_zcut"], R0=jet_cfg["radius"])
-    taus = ak.to_numpy(cs.njettiness(njets=[1, 2, 3], beta=1.0, R0=jet_cfg["radius"]))
-    return {"soft_drop_mass": ak.to_numpy(sd.msoftdrop), "tau1": taus[:, 0], "tau2": taus[:, 1], "tau3": taus[:, 2]}
+    counts = jets["n_constituents"][sel]
+    const = jets["constituents"][rows(jets["n_constituents"], sel)]
+    px, py, pz, e = (cands[c][const] for c in ("px", "py", "pz", "e"))
+    parts = momenta(px, py, pz, e, counts)
+    ca = fastjet.ClusterSequence(parts, fastjet.JetDefinition(fastjet.cambridge_algorithm, 10.0))
+    msd = soft_drop_mass(ca, jet_cfg["soft_drop_beta"], jet_cfg["soft_drop_zcut"], jet_cfg["radius"])
+    wta_kt = fastjet.ClusterSequence(parts, fastjet.JetDefinition(fastjet.kt_algorithm, 10.0, fastjet.WTA_pt_scheme,
+                                                                  fastjet.Best, 1))
+    taus = nsubjettiness(wta_kt, px, py, pz, e, counts, jet_cfg["radius"])
+    return {"soft_drop_mass": msd, "tau1": taus[:, 0], "tau2": taus[:, 1], "tau3": taus[:, 2]}
+
+
+def _rap_phi(px, py, pz, e):
+    return 0.5 * np.log((e + pz) / (e - pz)), np.arctan2(py, px)
+
+
+def nsubjettiness(axes_cs, px, py, pz, e, counts, r0: float, n_max: int = 3) -> np.ndarray:
+    """tau_1..tau_n_max per jet: sum_i pT_i min_k dR(i, axis_k) / (sum_i pT_i r0) (beta = 1, normalised).
+
+    The N axes of a jet are its N exclusive subjets in ``axes_cs``, a kT clustering with
+    winner-take-all recombination of the jets' constituents (fastjet contrib Nsubjettiness
+    ``WTA_KT_Axes``, ``NormalizedMeasure(1, r0)``); dR in rapidity and azimuth. ``px..e``:
+    the constituents, jet after jet, ``counts`` per jet. Returns shape (n_jets, n_max).
+    """
+    jet = np.repeat(np.arange(len(counts)), counts)
+    pt = np.hypot(px, py)
+    rap, phi = _rap_phi(px, py, pz, e)
+    denominator = np.bincount(jet, weights=pt, minlength=len(counts)) * r0
+    taus = np.zeros((len(counts), n_max))
+    for n in range(1, n_max + 1):  # loops over the number of axes, not over particles
+        with warnings.catch_warnings():  # fastjet 3.5 warns about exclusive jets even for kT (it compares
+            # a JetDefinition with algorithm enums)
+            warnings.filterwarnings("ignore", "dcut and exclusive jets", UserWarning)
+            axes = axes_cs.exclusive_jets_up_to(n)
+        n_axes = ak.to_numpy(ak.num(axes))
+        flat = ak.flatten(axes)
+        a_rap, a_phi = _rap_phi(*(ak.to_numpy(flat[c]) for c in ("px", "py", "pz", "E")))
+        first = np.concatenate([[0], np.cumsum(n_axes)])[:-1][jet]
+        nearest = np.full(len(pt), np.inf)
+        for k in range(n):
+            has = n_axes[jet] > k
+            a = np.where(has, first + k, 0)
+            dr = np.hypot(rap - a_rap[a], delta_phi(phi, a_phi[a]))
+            nearest = np.where(has, np.minimum(nearest, dr), nearest)
+        taus[:, n - 1] = np.bincount(jet, weights=pt * nearest, minlength=len(counts)) / denominator
+    return taus
+
+
+def clustering_tree(cs) -> dict:
+    """The binary clustering tree of a fastjet multi-event ClusterSequence that ends in one jet per event.
+
+    Returns flat arrays over all pseudojets of all events (fastjet's ``jets()`` order: the n
+    particles of an event, then its n-1 merges): ``px, py, pz, e``, ``left``/``right`` (flat index
+    of the two parents, -1 for a particle) and ``root`` (flat index of each event's jet).
+
+    Columnar reconstruction: ``unique_history_order()`` lists each event's history in post-order
+    (parents before children). Walking it with a stack (+1 per particle, -1 per merge), a merge's
+    right parent is the entry just before it, and its left parent is the latest earlier entry at
+    the same stack height, found for all merges at once by sorting on (event, height, position).
+    """
+    nodes = cs.jets()
+    n_nodes = ak.to_numpy(ak.num(nodes))
+    first = np.concatenate([[0], np.cumsum(n_nodes)])
+    px, py, pz, e = (ak.to_numpy(ak.flatten(nodes[c])) for c in ("px", "py", "pz", "E"))
+    order = cs.unique_history_order()
+    hist = ak.to_numpy(ak.flatten(order))
+    event = np.repeat(np.arange(len(n_nodes)), ak.to_numpy(ak.num(order)))
+    if not np.array_equal(ak.to_numpy(ak.num(order)), n_nodes + 1):
+        raise RuntimeError("clustering did not end in exactly one jet per event (increase the C/A radius)")
+    keep = hist < n_nodes[event]  # the last history entry of an event is its jet-beam recombination
+    hist, event = hist[keep], event[keep]
+    leaf = hist < ((n_nodes + 1) // 2)[event]
+    height = np.cumsum(np.where(leaf, 1, -1))
+    height -= np.concatenate([[0], height])[first[:-1]][event]  # per-event stack height
+    node = first[:-1][event] + hist
+    pos = np.arange(len(hist))
+    by_height = np.lexsort((pos, height, event))
+    previous = np.empty_like(by_height)
+    previous[by_height[1:]] = by_height[:-1]
+    merge = np.flatnonzero(~leaf)
+    left, right = np.full(len(px), -1), np.full(len(px), -1)
+    left[node[merge]] = node[previous[merge]]
+    right[node[merge]] = node[merge - 1]
+    return {"px": px, "py": py, "pz": pz, "e": e, "left": left, "right": right, "root": first[1:] - 1}
+
+
+def soft_drop_mass(cs, beta: float, zcut: float, r0: float) -> np.ndarray:
+    """Soft-drop groomed mass per jet (fastjet contrib SoftDrop: scalar z, larger-pT branch, no mass drop).
+
+    ``cs``: a C/A ClusterSequence with one jet per event. From the root, each jet is declustered
+    into its two parents; the splitting passes if min(pT1, pT2) / (pT1 + pT2) > zcut (dR12 / r0)^beta
+    (dR in rapidity and azimuth), otherwise the softer parent is dropped and the harder one is
+    declustered next. All jets step together; the loop runs over the declustering depth, not over jets.
+    """
+    t = clustering_tree(cs)
+    pt = np.hypot(t["px"], t["py"])
+    rap, phi = _rap_phi(t["px"], t["py"], t["pz"], t["e"])
+    left, right = t["left"], t["right"]
+    current = t["root"].copy()
+    active = np.flatnonzero(left[current] >= 0)
+    while len(active):
+        a, b = left[current[active]], right[current[active]]
+        dr2 = (rap[a] - rap[b]) ** 2 + delta_phi(phi[a], phi[b]) ** 2
+        passed = np.minimum(pt[a], pt[b]) / (pt[a] + pt[b]) > zcut * (dr2 / r0**2) ** (beta / 2)
+        failed = active[~passed]
+        current[failed] = np.where(pt[a] > pt[b], a, b)[~passed]
+        active = failed[left[current[failed]] >= 0]
+    c = current
+    return np.sqrt(np.clip(t["e"][c] ** 2 - t["px"][c] ** 2 - t["py"][c] ** 2 - t["pz"][c] ** 2, 0, None))
 
 
 def constituent_features(cands: dict, jets: dict, sel: np.ndarray) -> dict:
     """Per-constituent list features of the selected jets (schema PARTICLE_COLUMNS), jagged per jet."""
-    idx = jets["constituents"][sel]
-    counts = ak.to_numpy(ak.num(idx))
-    flat = ak.to_numpy(ak.flatten(idx))
+    counts = jets["n_constituents"][sel]
+    flat = jets["constituents"][rows(jets["n_constituents"], sel)]
     rep = lambda a: np.repeat(a[sel], counts)  # noqa: E731 - jet value per constituent
     px, py, pz, e = cands["px"][flat], cands["py"][flat], cands["pz"][flat], cands["e"][flat]
     pt = np.hypot(px, py)

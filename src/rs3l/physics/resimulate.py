@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from pathlib import Path
 
 import awkward as ak
@@ -68,8 +69,17 @@ def view_seed_parts(cfg: dict, process: str, chunk: int, view: str, replica: int
     }
 
 
-def _hooks_factory(master: int, parts: dict):
+def _hooks_factory(master: int, parts: dict, n_events: int):
     import pythia8mc
+
+    # per-event seeds computed up front: the callbacks, run inside Pythia's event loop, only look them up
+    def table(stage):
+        if parts[stage] is None:
+            return None
+        known = seeds.derive_seeds(master, *parts[stage], events=np.arange(n_events)).tolist()
+        return lambda i: known[i] if i < n_events else seeds.derive_seed(master, *parts[stage], i)
+
+    shower, hadronization = table("shower"), table("hadronization")
 
     class SeedHooks(pythia8mc.UserHooks):
         """Re-seed Pythia per event: after the process level (shower) and before hadronization."""
@@ -84,36 +94,85 @@ def _hooks_factory(master: int, parts: dict):
 
         def doVetoProcessLevel(self, process):
             self.index += 1
-            self.rndm.init(seeds.derive_seed(master, *parts["shower"], self.index))
+            self.rndm.init(shower(self.index))
             return False
 
         def canVetoPartonLevel(self):
-            return parts["hadronization"] is not None
+            return hadronization is not None
 
         def doVetoPartonLevel(self, event):
-            self.rndm.init(seeds.derive_seed(master, *parts["hadronization"], self.index))
+            self.rndm.init(hadronization(self.index))
             return False
 
     return SeedHooks
 
 
 class Charges:
-    """Electric charge by PDG id, looked up once per distinct id (not per particle)."""
+    """Electric charge by PDG id: Pythia's particle data asked once per distinct id, then a sorted lookup."""
 
     def __init__(self, pythia):
-        self.data, self.cache = pythia.particleData, {}
+        self.data = pythia.particleData
+        self.ids, self.values = np.zeros(0, np.int64), np.zeros(0)
 
     def __call__(self, pid: np.ndarray) -> np.ndarray:
-        uniq, inv = np.unique(pid, return_inverse=True)
-        for i in uniq.tolist():
-            if i not in self.cache:
-                self.cache[i] = self.data.charge(i)
-        return np.array([self.cache[i] for i in uniq.tolist()], dtype=np.float64)[inv]
+        pos = np.minimum(np.searchsorted(self.ids, pid), max(len(self.ids) - 1, 0))
+        known = (self.ids[pos] == pid) if len(self.ids) else np.zeros(len(pid), bool)
+        if not known.all():
+            new = np.unique(pid[~known])
+            ids = np.concatenate([self.ids, new])
+            values = np.concatenate([self.values, [self.data.charge(int(i)) for i in new]])
+            order = np.argsort(ids)
+            self.ids, self.values = ids[order], values[order]
+            return self(pid)
+        return self.values[pos]
+
+
+def _final_particles(prt) -> dict:
+    """Flat numpy columns of the final-state particles (status > 0) of a ``nextBatch`` particle array.
+
+    Reads the awkward layout's buffers directly: one boolean selection per column instead of a
+    jagged record mask (pythia8mc gives ``var * PythiaParticle`` with momentum ``p`` and an optional
+    production vertex ``vProd``, None meaning the origin).
+    """
+    layout = prt.layout
+    if not isinstance(layout, ak.contents.ListOffsetArray) or not isinstance(layout.content, ak.contents.RecordArray):
+        raise PythiaError(f"unexpected layout of pythia8mc nextBatch particles: {prt.type}")
+    offsets = np.asarray(layout.offsets)
+    rec = layout.content
+    lo, hi = int(offsets[0]), int(offsets[-1])
+
+    def column(node):
+        return np.asarray(node.data)[lo:hi][final]
+
+    final = np.flatnonzero(np.asarray(rec.content("status").data)[lo:hi] > 0)
+    counts = np.diff(np.searchsorted(final, offsets - lo))
+    momentum, vertex = rec.content("p"), rec.content("vProd").to_IndexedOptionArray64()
+    v_index = np.asarray(vertex.index)[lo:hi][final]
+    has_vertex = v_index >= 0
+
+    def vertex_column(name):
+        return np.where(has_vertex, np.asarray(vertex.content.content(name).data)[np.maximum(v_index, 0)], 0.0)
+
+    return {"event": np.repeat(np.arange(len(counts)), counts), "id": column(rec.content("id")).astype(np.int64),
+            **{k: column(momentum.content(k)) for k in ("px", "py", "pz", "e")},
+            "vx": vertex_column("px"), "vy": vertex_column("py"), "vz": vertex_column("pz")}
 
 
 def pythia_settings(cfg: dict, lhe_path: str | Path, view: str) -> list[str]:
     return ["Beams:frameType = 4", f"Beams:LHEF = {Path(lhe_path).resolve()}"] + \
         list(cfg["simulation"]["pythia_settings"]) + list(cfg["views"][view]["settings"])
+
+
+def seeded_pythia(cfg: dict, lhe_path: str | Path, view: str, replica: int, n_events: int):
+    """(pythia, hooks): Pythia reading ``lhe_path`` with the view's settings, re-seeded per event by ``hooks``.
+
+    ``hooks.index`` counts the hard events Pythia has read. The same (view, replica) always gives the same
+    events, whichever program drives the loop (rs3l or the throughput benchmark's bare loop).
+    """
+    process, chunk = lhe_origin(lhe_path)
+    parts = view_seed_parts(cfg, process, chunk, view, replica)
+    return make_pythia(pythia_settings(cfg, lhe_path, view), seeds.derive_seed(cfg["seed"], "pythia-init"),
+                       hooks_factory=_hooks_factory(cfg["seed"], parts, n_events))
 
 
 def generator_level(cfg: dict, lhe_path: str | Path, view: str, replica: int = 0, max_events: int | None = None,
@@ -123,30 +182,33 @@ def generator_level(cfg: dict, lhe_path: str | Path, view: str, replica: int = 0
     ``particles``: dict ``event`` (batch-local), ``id, px, py, pz, e, vx, vy, vz, charge``; with
     ``with_partons`` also ``parton_px``/``parton_pz``: the parton-level history (hard process, MPI,
     ISR, FSR, beam remnants: |status| 21-69), which a ``parton``-intervention view shares.
-    When exhausted, the generator returns (StopIteration.value) ``{"events", "failures"}``.
+    When exhausted, the generator returns (StopIteration.value) ``{"events", "failures", "seconds"}``,
+    ``seconds`` holding the wall time of Pythia's initialisation and of its ``nextBatch`` calls.
     """
     view_config(cfg, view)  # unknown view: error before Pythia starts
     if replica < 0:
         raise ValueError(f"--replica must be >= 0; got {replica}")
     if lhe_events is None:
         lhe_events = lhe.read(lhe_path)
-    process, chunk = lhe_origin(lhe_path)
     n_total = len(lhe_events) if max_events is None else min(max_events, len(lhe_events))
     half = cfg["simulation"]["sqrt_s"] / 2
     lhe_x1 = ak.to_numpy(lhe_events.particles.pz[:, 0]) / half
     lhe_x2 = -ak.to_numpy(lhe_events.particles.pz[:, 1]) / half
     x_order = np.argsort(lhe_x1)
-    parts = view_seed_parts(cfg, process, chunk, view, replica)
-    pythia, hooks = make_pythia(pythia_settings(cfg, lhe_path, view), seeds.derive_seed(cfg["seed"], "pythia-init"),
-                                hooks_factory=_hooks_factory(cfg["seed"], parts))
+    t0 = time.perf_counter()
+    pythia, hooks = seeded_pythia(cfg, lhe_path, view, replica, len(lhe_events))
+    init_seconds = time.perf_counter() - t0
     charges = Charges(pythia)
     batch_size = cfg["simulation"]["batch_size"]
     max_fail = max(5, int(cfg["simulation"]["max_failure_fraction"] * n_total))
     done = failures = 0
+    event_seconds = 0.0
     # infoPython() returns a copy: ask it again after every batch
     while done + failures < n_total and not pythia.infoPython().atEndOfFile():
         want = min(batch_size, n_total - done - failures)
+        t0 = time.perf_counter()
         batch = pythia.nextBatch(want)
+        event_seconds += time.perf_counter() - t0
         read = hooks.index + 1 - done - failures
         if read == 0:
             raise PythiaError(f"{view}: Pythia stopped reading '{lhe_path}' after {done + failures} of {n_total} events")
@@ -161,18 +223,7 @@ def generator_level(cfg: dict, lhe_path: str | Path, view: str, replica: int = 0
         best = np.take_along_axis(cand, np.argmin(np.abs(lhe_x1[cand] - x1), axis=0)[None], 0)[0]
         if not (np.allclose(lhe_x1[best], x1, rtol=1e-6, atol=1e-9) and np.allclose(lhe_x2[best], x2, rtol=1e-6, atol=1e-9)):
             raise PythiaError("could not match showered events to their LHE events (x1, x2 differ)")
-        final = batch.prt[batch.prt.status > 0]
-        counts = ak.to_numpy(ak.num(final.id))
-        vprod = final.vProd
-        flat = {
-            "event": np.repeat(np.arange(len(batch)), counts),
-            "id": ak.to_numpy(ak.flatten(final.id)),
-            "px": ak.to_numpy(ak.flatten(final.p.px)), "py": ak.to_numpy(ak.flatten(final.p.py)),
-            "pz": ak.to_numpy(ak.flatten(final.p.pz)), "e": ak.to_numpy(ak.flatten(final.p.e)),
-            "vx": ak.to_numpy(ak.fill_none(ak.flatten(vprod.px), 0.0)),
-            "vy": ak.to_numpy(ak.fill_none(ak.flatten(vprod.py), 0.0)),
-            "vz": ak.to_numpy(ak.fill_none(ak.flatten(vprod.pz), 0.0)),
-        }
+        flat = _final_particles(batch.prt)
         flat["charge"] = charges(flat["id"])
         if with_partons:
             st = abs(batch.prt.status)
@@ -181,17 +232,18 @@ def generator_level(cfg: dict, lhe_path: str | Path, view: str, replica: int = 0
             flat["parton_pz"] = ak.to_numpy(ak.flatten(partons.p.pz))
         done += len(batch)
         yield best, flat
-    return {"events": done, "failures": failures}
-
-
-def _list_array(values: np.ndarray, counts: np.ndarray) -> pa.Array:
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.astype(np.float32)))
+    return {"events": done, "failures": failures, "seconds": {"pythia_init": init_seconds, "pythia_events": event_seconds}}
 
 
 def resimulate(cfg: dict, lhe_path: str | Path, view: str, out: str | Path, replica: int = 0,
                max_events: int | None = None) -> dict:
-    """Run one view over an LHE file and write the jets as a Parquet fragment. Returns counts."""
+    """Run one view over an LHE file and write the jets as a Parquet fragment.
+
+    Returns the counts stored in the fragment's metadata and, apart from them, ``seconds``: wall time
+    of the whole call (``total``), of Pythia's initialisation (``pythia_init``) and of its event
+    generation (``pythia_events``); the rest is rs3l's own work.
+    """
+    t_start = time.perf_counter()
     view_cfg = view_config(cfg, view)
     lhe_events = lhe.read(lhe_path)
     process, chunk = lhe_origin(lhe_path)
@@ -221,7 +273,7 @@ def resimulate(cfg: dict, lhe_path: str | Path, view: str, out: str | Path, repl
         ji, oi = jets.match(found, truth, cfg["jets"]["radius"])
         n_selected += len(found["event"])
         n_matched += len(ji)
-        sub = jets.substructure(cands, found["constituents"][ji], cfg["jets"])
+        sub = jets.substructure(cands, found, ji, cfg["jets"])
         feats = jets.constituent_features(cands, found, ji)
         names = truth["label_name"][oi]
         missing = set(names.tolist()) - set(classes)
@@ -247,10 +299,15 @@ def resimulate(cfg: dict, lhe_path: str | Path, view: str, out: str | Path, repl
     table = table.replace_schema_metadata(schema.fragment_schema(meta).metadata)
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp, compression="zstd")
+    seconds = {"total": time.perf_counter() - t_start, **stats["seconds"]}
     log.info("%s %s#%d: %d events, %d failures, %d jets in window, %d labelled, %d unmatched dropped -> %s",
              process, view, replica, counts["events"], counts["failures"], n_selected, n_matched,
              n_selected - n_matched, out)
-    return counts
+    own = seconds["total"] - seconds["pythia_init"] - seconds["pythia_events"]
+    log.info("time %.1f s: Pythia init %.1f s, Pythia events %.1f s, rs3l's own work %.1f s (%.0f%% of Pythia)",
+             seconds["total"], seconds["pythia_init"], seconds["pythia_events"], own,
+             100 * own / max(seconds["pythia_init"] + seconds["pythia_events"], 1e-9))
+    return {**counts, "seconds": seconds}
 
 
 def _table(cfg: dict, cols: dict, process: str, chunk: int, view: str, replica: int) -> pa.Table:
@@ -270,16 +327,15 @@ def _table(cfg: dict, cols: dict, process: str, chunk: int, view: str, replica: 
     for field in sch:
         name = field.name
         if name in fixed:
-            arrays[name] = pa.array([fixed[name]] * n if isinstance(fixed[name], str) else np.full(n, fixed[name]),
-                                    type=field.type)
+            values = [fixed[name]] * n if isinstance(fixed[name], str) else np.full(n, fixed[name])
         elif name == "n_constituents":
-            arrays[name] = pa.array(counts, type=field.type)
+            values = counts
         elif name.startswith("part_"):
-            arrays[name] = _list_array(cat[name][idx] if n else np.zeros(0), counts)
+            values = (cat[name][idx] if n else np.zeros(0), counts)
         else:
             values = cat[name][order] if n else np.zeros(0)
-            arrays[name] = pa.array(values.tolist() if field.type == pa.string() else values, type=field.type)
-    return pa.table(arrays, schema=sch)
+        arrays[name] = schema.to_arrow(values, field.type)
+    return pa.Table.from_arrays(list(arrays.values()), schema=sch)
 
 
 def main(cfg: dict, args) -> None:
