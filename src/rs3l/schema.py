@@ -112,6 +112,12 @@ def _meta(metadata: dict | None) -> dict:
     return meta
 
 
+def parquet_options(schema: pa.Schema) -> dict:
+    """Writer options for rs3l Parquet files: zstd; dictionary encoding only for the string columns
+    (on float columns it costs half the write time and makes the files larger)."""
+    return {"compression": "zstd", "use_dictionary": [f.name for f in schema if f.type == pa.string()]}
+
+
 def read_metadata(schema: pa.Schema) -> dict:
     """rs3l.* key-value metadata of a Parquet/Arrow schema, without the prefix."""
     raw = schema.metadata or {}

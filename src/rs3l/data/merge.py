@@ -90,11 +90,12 @@ class ShardWriter:
         shard, rest = table.slice(0, cut), table.slice(cut)
         self.pending = [rest] if rest.num_rows else []
         self.pending_jets -= n_jets
-        shard = pa.Table.from_arrays(shard.columns, schema=schema.merged_schema(self.meta))
+        sch = schema.merged_schema(self.meta)
+        shard = pa.Table.from_arrays(shard.columns, schema=sch)
         name = f"part-{len(self.shards):05d}.parquet"
         path = self.dir / name
         with atomic_path(path) as tmp:
-            with pq.ParquetWriter(tmp, schema.merged_schema(self.meta), compression="zstd") as writer:
+            with pq.ParquetWriter(tmp, sch, **schema.parquet_options(sch)) as writer:
                 local = starts[starts < cut]
                 bounds = list(local[:: self.rg_size]) + [cut]
                 for a, b in zip(bounds[:-1], bounds[1:]):

@@ -11,9 +11,6 @@ import warnings
 import awkward as ak
 import fastjet
 import numpy as np
-import vector
-
-vector.register_awkward()
 
 PARTON_FLAVOUR = {1: "q", 2: "q", 3: "q", 4: "c", 5: "b", 21: "g"}
 FLAVOUR_TABLE = np.array([PARTON_FLAVOUR.get(i, "") for i in range(22)], dtype=object)

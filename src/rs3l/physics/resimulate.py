@@ -236,12 +236,14 @@ def generator_level(cfg: dict, lhe_path: str | Path, view: str, replica: int = 0
 
 
 def resimulate(cfg: dict, lhe_path: str | Path, view: str, out: str | Path, replica: int = 0,
-               max_events: int | None = None) -> dict:
+               max_events: int | None = None, after_batch=None) -> dict:
     """Run one view over an LHE file and write the jets as a Parquet fragment.
 
     Returns the counts stored in the fragment's metadata and, apart from them, ``seconds``: wall time
     of the whole call (``total``), of Pythia's initialisation (``pythia_init``) and of its event
-    generation (``pythia_events``); the rest is rs3l's own work.
+    generation (``pythia_events``); the rest is rs3l's own work. ``after_batch(n_events)``, if
+    given, is called after each batch (the throughput benchmark runs its bare loop there); the
+    time spent in it is not counted.
     """
     t_start = time.perf_counter()
     view_cfg = view_config(cfg, view)
@@ -290,6 +292,10 @@ def resimulate(cfg: dict, lhe_path: str | Path, view: str, out: str | Path, repl
         for k, v in batch_cols.items():
             cols.setdefault(k, []).append(v)
         progress.update(n_batch)
+        if after_batch is not None:
+            t0 = time.perf_counter()
+            after_batch(n_batch)
+            t_start += time.perf_counter() - t0
     progress.close()
     table = _table(cfg, cols, process, chunk, view, replica)
     counts = {"events": stats["events"], "failures": stats["failures"], "jets_selected": n_selected,
@@ -298,7 +304,7 @@ def resimulate(cfg: dict, lhe_path: str | Path, view: str, out: str | Path, repl
             "replica": replica, "counts": json.dumps(counts)}
     table = table.replace_schema_metadata(schema.fragment_schema(meta).metadata)
     with atomic_path(out) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, **schema.parquet_options(table.schema))
     seconds = {"total": time.perf_counter() - t_start, **stats["seconds"]}
     log.info("%s %s#%d: %d events, %d failures, %d jets in window, %d labelled, %d unmatched dropped -> %s",
              process, view, replica, counts["events"], counts["failures"], n_selected, n_matched,
