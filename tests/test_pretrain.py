@@ -229,8 +229,12 @@ def test_run_stopped_after_one_epoch_resumes_from_last_checkpoint(data, results,
     assert torch.load(out / "last.ckpt", weights_only=False)["global_step"] == 2 * steps
     assert (out / "encoder.pt").exists()
     assert run(cfg, data, out)["skipped"]  # complete: nothing to do
+    other = make_config(results, pretrain={"epochs": 1, "encoder": "transformer", "max_jets_per_epoch": 64})
     with pytest.raises(ValueError, match="another configuration or dataset"):
-        run(make_config(results, pretrain={"epochs": 3, "encoder": "transformer"}), data, out)  # not its checkpoint
+        run(other, data, out)  # not its checkpoint
+    # the workflow's way: a changed configuration starts over instead
+    fresh = run(other, data, out, restart_if_changed=True)
+    assert fresh["start_epoch"] == 0 and checkpoint_epochs(out / "last.ckpt") == 1
 
 
 def test_particlenet_vicreg_with_projection_head(data, results, tmp_path):

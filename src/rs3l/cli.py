@@ -57,6 +57,10 @@ def _tracking_init(p):
 def _pretrain(p):
     p.add_argument("--data", required=True, help="merged data folder (with manifest.json)")
     p.add_argument("--out-dir", required=True, help="output folder: checkpoints, encoder.pt")
+    p.add_argument("--restart-if-changed", action="store_true",
+                   help="if last.ckpt in --out-dir belongs to another configuration or dataset, delete it and start "
+                        "over (the workflow does this: it re-runs pre-training only when those changed); without "
+                        "this flag such a checkpoint is an error")
 
 
 def _finetune(p):

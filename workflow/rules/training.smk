@@ -24,7 +24,8 @@ rule pretrain:
     conda:
         "../envs/training.yaml"
     shell:
-        "rs3l pretrain --config {input.config} --data {params.data} --out-dir {params.out_dir} > {log} 2>&1"
+        "rs3l pretrain --config {input.config} --data {params.data} --out-dir {params.out_dir} --restart-if-changed"
+        " > {log} 2>&1"
 
 
 rule finetune:

@@ -194,6 +194,10 @@ def check_inputs(cfg: dict, data_dir: Path) -> dict:
     return manifest
 
 
+class ForeignCheckpoint(ValueError):
+    pass
+
+
 def checkpoint_epochs(ckpt, key: str | None = None) -> int:
     """Epochs fully trained in a Lightning checkpoint; with ``key``, refuse a foreign checkpoint.
 
@@ -202,15 +206,18 @@ def checkpoint_epochs(ckpt, key: str | None = None) -> int:
     """
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     if key is not None and state.get("rs3l", {}).get("resume_key") != key:
-        raise ValueError(f"{ckpt} was written by a pre-training with another configuration or dataset; "
-                         f"delete it (or use another --out-dir) to start over")
+        raise ForeignCheckpoint(f"{ckpt} was written by a pre-training with another configuration or dataset; "
+                                f"delete it, use another --out-dir or pass --restart-if-changed to start over")
     return int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
 
 
 # ----------------------------------------------------------------------------- the stage
 
-def run(cfg: dict, data_dir, out_dir, callbacks: list | None = None) -> dict:
+def run(cfg: dict, data_dir, out_dir, callbacks: list | None = None, restart_if_changed: bool = False) -> dict:
     """Pre-train (or resume) and write the outputs; ``callbacks``: extra Lightning callbacks.
+
+    A ``last.ckpt`` of the same configuration and dataset is resumed; one of another is an error,
+    or with ``restart_if_changed`` deleted (pre-training starts over).
 
     Returns a summary: ``skipped`` (already complete), ``start_epoch`` (epochs done before
     this call), ``epochs``, ``history`` (per-epoch metrics of this call), ``final_metrics``,
@@ -223,7 +230,15 @@ def run(cfg: dict, data_dir, out_dir, callbacks: list | None = None) -> dict:
     epochs = cfg["pretrain"]["epochs"]
     key = resume_key(cfg, content_hash)
     ckpt = out_dir / CHECKPOINT
-    done = checkpoint_epochs(ckpt, key) if ckpt.exists() else 0
+    try:
+        done = checkpoint_epochs(ckpt, key) if ckpt.exists() else 0
+    except ForeignCheckpoint:
+        if not restart_if_changed:
+            raise
+        if rank == 0:
+            log.warning("%s belongs to another configuration or dataset: deleted, pre-training starts over", ckpt)
+            ckpt.unlink()
+        done = 0
     if done >= epochs and (out_dir / ENCODER).exists():
         log.info("pre-training already complete (%d/%d epochs in %s); nothing to do", done, epochs, ckpt)
         return {"skipped": True, "start_epoch": done, "epochs": epochs, "history": []}
@@ -296,5 +311,5 @@ def _train(cfg: dict, data_dir: Path, out_dir: Path, key: str, resume_from: Path
 
 
 def main(cfg: dict, args) -> None:
-    """``rs3l pretrain --data DIR --out-dir DIR``."""
-    run(cfg, args.data, args.out_dir)
+    """``rs3l pretrain --data DIR --out-dir DIR [--restart-if-changed]``."""
+    run(cfg, args.data, args.out_dir, restart_if_changed=args.restart_if_changed)
