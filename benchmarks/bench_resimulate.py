@@ -17,7 +17,7 @@ its Pythia initialisation, as a job does. Target: rs3l / bare >= 0.90, i.e. rs3l
 at most 10% of the generator. Also printed: Pythia's share of rs3l's own time, measured inside
 rs3l (init + nextBatch over the whole call).
 
-    python benchmarks/bench_resimulate.py [--process top] [--events 500] [--view nominal] [--repeat 3]
+    python benchmarks/bench_resimulate.py [--process top] [--events 500] [--view nominal] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def main() -> None:
     ap.add_argument("--view", default="nominal")
     ap.add_argument("--batch-size", type=int, default=None,
                     help="events per batch, the interleaving step (default: simulation.batch_size of the config)")
-    ap.add_argument("--repeat", type=int, default=3, help="runs; medians are reported")
+    ap.add_argument("--repeat", type=int, default=5, help="runs; medians are reported")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     cfg = copy.deepcopy(config.load(args.config))
