@@ -324,10 +324,7 @@ def _table(cfg: dict, cols: dict, process: str, chunk: int, view: str, replica: 
     fixed = {"process": process, "chunk": chunk, "view": view, "replica": replica,
              "intervention": view_cfg["intervention"], "settings_hash": settings_hash(view_cfg["settings"])}
     counts = cat["counts"][order] if n else np.zeros(0, np.int64)
-    starts = np.concatenate([[0], np.cumsum(cat["counts"])])[:-1] if n else np.zeros(0, np.int64)
-    # gather each jet's constituents in the new jet order
-    idx = (np.repeat(starts[order] - np.concatenate([[0], np.cumsum(counts)])[:-1], counts)
-           + np.arange(counts.sum())) if n else np.zeros(0, np.int64)
+    idx = jets.rows(cat["counts"], order) if n else np.zeros(0, np.int64)  # constituents in the new jet order
     arrays = {}
     sch = schema.fragment_schema()
     for field in sch:
