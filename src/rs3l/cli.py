@@ -123,7 +123,11 @@ def main(argv=None) -> int:
     module, func = args.target.split(":")
     try:
         cfg = load(args.config)
-        getattr(importlib.import_module(module), func)(cfg, args)
+        stage = importlib.import_module(module)
+        # Lightning's package logger prints to the console itself and also passes every record on
+        # to the root logger configured above: each line would appear twice
+        logging.getLogger("lightning").handlers.clear()
+        getattr(stage, func)(cfg, args)
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:
         log.error("%s", exc)
         print(f"rs3l {args.command}: error: {exc}", file=sys.stderr)
