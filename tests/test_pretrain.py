@@ -180,6 +180,10 @@ def test_pretraining_learns_and_writes_the_contract(data, results, tmp_path):
     assert h[-1]["train/loss"] < h[0]["train/loss"] - 0.3
     assert h[-1]["val/pos_sim"] > h[-1]["val/neg_sim"] + 0.5
     assert s["knn_acc_final"] > 0.55  # three classes: chance is about 1/3
+    # the stopping point: encoder.pt holds the epoch of the lowest val loss, and says so
+    best = min(range(4), key=lambda e: h[e]["val/loss"])
+    assert s["best_epoch"] == best and s["best_val_loss"] == pytest.approx(h[best]["val/loss"])
+    assert s["epochs_trained"] == 4 and s["converged"] is False  # the val loss still fell: budget reached
     # encoder.pt: rebuild with build_encoder and get the trained encoder back
     d = torch.load(out / "encoder.pt", weights_only=False)
     assert d["encoder"] == "deepsets" and d["n_features"] == 15 and d["latent_dim"] == 8
@@ -200,6 +204,7 @@ def test_pretraining_learns_and_writes_the_contract(data, results, tmp_path):
     assert r.data.params["pretrain.encoder"] == "deepsets"
     assert [m.step for m in client.get_metric_history(s["run_id"], "train/loss")] == [0, 1, 2, 3]
     assert len(client.get_metric_history(s["run_id"], "val/knn_acc")) == 4
+    assert r.data.metrics["pretrain/best_epoch"] == best and r.data.metrics["pretrain/converged"] == 0
     arts = {a.path for a in client.list_artifacts(s["run_id"])} | {a.path for a in client.list_artifacts(s["run_id"], "dataset")}
     assert {"encoder.pt", "last.ckpt", "embeddings.png", "dataset/manifest.json"} <= arts
 

@@ -24,12 +24,14 @@ def rcfg(cfg, tmp_path_factory):
     c = copy.deepcopy(cfg)
     c["results_dir"] = str(tmp_path_factory.mktemp("report") / "results")  # one MLflow store for the module
     c["pretrain"]["augment_views"] = ["nominal", "seed"]
+    c["evaluate"]["bootstrap"] = 200
     return c
 
 
 def fake_result(cfg, task, method, mode, fraction, separation, seed=0):
-    """An `rs3l evaluate` result for scores ~ sigmoid(normal(+-separation)), shifted per view."""
-    r = np.random.default_rng(seed)
+    """An `rs3l evaluate` result for scores ~ sigmoid(normal(+-separation)), shifted per view; the same
+    1000 test jets (ids 0..999) for every arm, scores differing per seed."""
+    r = np.random.default_rng([seed, int(100 * separation)])
     y = np.r_[np.ones(500, int), np.zeros(500, int)]
     base = r.normal(np.where(y == 1, separation, -separation), 1.0)
     views, scores = {}, {}
@@ -41,19 +43,31 @@ def fake_result(cfg, task, method, mode, fraction, separation, seed=0):
            for v in VIEWS if v != "nominal"}
     nominal = {k: v for k, v in views["nominal"].items() if not isinstance(v, dict)}
     return {"task": task, "method": method, "mode": mode, "label_fraction": fraction, "n_labels": int(1000 * fraction),
-            "efficiencies": [0.3, 0.5, 0.7], "robustness_efficiency": 0.5, "held_out_views": ["fsr_up"],
-            "metrics": nominal, "views": views, "robustness": rob}
+            "seed": seed, "efficiencies": [0.3, 0.5, 0.7], "robustness_efficiency": 0.5, "held_out_views": ["fsr_up"],
+            "metrics": nominal, "views": views, "robustness": rob, "training": {"converged": True},
+            "test_scores": {"jet_id": list(range(1000)), "is_signal": (y == 1).tolist(),
+                            "score": scores["nominal"][1].tolist()}}
 
 
-def write_results(cfg, folder):
-    paths = []
-    for method, mode, sep in (("rs3l-deepsets", "linear", 1.0), ("supervised-deepsets", "scratch", 0.5)):
+ARMS = (("rs3l-deepsets", "full", 1.0), ("supervised-deepsets", "scratch", 0.5), ("rs3l-deepsets", "linear", 0.9),
+        ("random-deepsets", "linear", 0.3), ("substructure-bdt", "baseline", 0.95))
+
+
+def write_results(cfg, folder, seeds=(0, 1, 2)):
+    """Deep arms one file per seed (as `rs3l evaluate`), the probe and BDT arms in one list (as `rs3l probe`)."""
+    paths, probes = [], []
+    for method, mode, sep in ARMS:
         for fraction in (0.1, 1.0):
-            res = fake_result(cfg, "top_vs_qcd", method, mode, fraction, sep * (1 + fraction))
-            p = folder / f"{mode}_{fraction}.json"
-            p.write_text(json.dumps(res))
-            paths.append(p)
-    return paths
+            for seed in seeds:
+                res = fake_result(cfg, "top_vs_qcd", method, mode, fraction, sep * (1 + fraction), seed)
+                if mode in ("full", "scratch"):
+                    p = folder / f"{mode}_{fraction}_s{seed}.json"
+                    p.write_text(json.dumps(res))
+                    paths.append(p)
+                else:
+                    probes.append(res)
+    (folder / "probes.json").write_text(json.dumps(probes))
+    return paths + [folder / "probes.json"]
 
 
 def test_report_table_plots_and_parent_run(rcfg, tmp_path, capsys):
@@ -63,20 +77,34 @@ def test_report_table_plots_and_parent_run(rcfg, tmp_path, capsys):
     with open(tmp_path / "summary" / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert {(r["method"], r["mode"], float(r["label_fraction"])) for r in rows} == {
-        ("rs3l-deepsets", "linear", 0.1), ("rs3l-deepsets", "linear", 1.0),
-        ("supervised-deepsets", "scratch", 0.1), ("supervised-deepsets", "scratch", 1.0)}
-    for col in ("task", "accuracy", "auc", "rejection_at_0.3", "rejection_at_0.5", "rejection_at_0.7",
-                "w1_seed", "w1_fsr_up", "fpr_shift_at_0.5_fsr_up"):
+        (m, mode, f) for m, mode, _ in ARMS for f in (0.1, 1.0)}
+    for col in ("task", "method", "mode", "label_fraction", "n_labels", "n_seeds", "accuracy", "accuracy_std", "auc",
+                "auc_std", "auc_ci_low", "auc_ci_high", "rejection_at_0.3", "rejection_at_0.3_std", "rejection_at_0.5",
+                "rejection_at_0.5_std", "rejection_at_0.7", "rejection_at_0.7_std", "w1_seed", "w1_seed_std",
+                "w1_fsr_up", "w1_fsr_up_std", "fpr_shift_at_0.5_fsr_up", "converged"):
         assert col in rows[0], col
-    by_arm = {(r["mode"], r["label_fraction"]): r for r in rows}
+    by_arm = {(r["method"], r["mode"], r["label_fraction"]): r for r in rows}
+    full = by_arm[("rs3l-deepsets", "full", "1.0")]
+    assert full["n_seeds"] == "3" and float(full["auc_std"]) > 0 and float(full["converged"]) == 1.0
+    assert float(full["auc_ci_low"]) < float(full["auc"]) < float(full["auc_ci_high"])
+    for r in rows:
+        assert 0 <= float(r["accuracy"]) <= 1 and 0 <= float(r["auc"]) <= 1 and float(r["rejection_at_0.5"]) >= 1
     # larger separation -> larger AUC; a 0.1 shift in logit moves the scores more than a 0.01 shift
-    assert float(by_arm[("linear", "1.0")]["auc"]) > float(by_arm[("scratch", "0.1")]["auc"])
-    assert float(by_arm[("linear", "1.0")]["w1_fsr_up"]) > float(by_arm[("linear", "1.0")]["w1_seed"]) > 0
+    assert float(full["auc"]) > float(by_arm[("supervised-deepsets", "scratch", "0.1")]["auc"])
+    assert float(full["w1_fsr_up"]) > float(full["w1_seed"]) > 0
 
     md = (tmp_path / "summary" / "results.md").read_text()
-    assert md.startswith("| task | method | mode | label_fraction")
+    assert md.startswith("| task | method | mode | label_fraction | n_labels | n_seeds | accuracy | auc [95% CI]")
     assert "held out" in md and "fsr_up" in md
-    assert "| top_vs_qcd | supervised-deepsets | scratch | 0.1 |" in capsys.readouterr().out
+    assert "| top_vs_qcd | supervised-deepsets | scratch | 10% | 100 | 3 | 0." in capsys.readouterr().out
+    # the paired comparisons, one sentence each, with the verdict the scores imply
+    comps = {(c["comparison"].split(" (")[0], c["label_fraction"], c["metric"]): c for c in out["comparisons"]}
+    c = comps[("pre-trained fine-tune vs training from scratch", 0.1, "auc")]
+    assert c["verdict"] == "better beyond the noise" and c["low"] > 0
+    assert comps[("pre-training vs random init", 1.0, "auc")]["delta"] > 0
+    assert comps[("best deep arm", 1.0, "auc")]["b"] == "substructure-bdt baseline"
+    assert "pre-trained fine-tune vs training from scratch: Δauc = +" in md
+    assert "held-out view fsr_up: W1 of the score shift" in md
 
     names = {p.name for p in out["plots"]}
     assert {"roc_top_vs_qcd.png", "scores_top_vs_qcd.png", "label_efficiency_top_vs_qcd.png",
@@ -103,7 +131,7 @@ def test_report_copies_pretrain_embedding_plot(rcfg, tmp_path):
 
 
 def test_report_infinite_rejection_is_shown_as_inf(rcfg, tmp_path):
-    res = fake_result(rcfg, "t", "rs3l-deepsets", "linear", 1.0, separation=20.0)  # no background passes at 0.3
+    res = fake_result(rcfg, "t", "rs3l-deepsets", "full", 1.0, separation=20.0)  # no background passes at 0.3
     assert res["metrics"]["fpr_at_0.3"] == 0.0
     res["metrics"]["rejection_at_0.3"] = None  # what evaluate's JSON holds for 1/0
     p = tmp_path / "r.json"
@@ -117,7 +145,7 @@ def test_report_bad_inputs(rcfg, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.json"):
         report(rcfg, [tmp_path / "missing.json"], tmp_path / "summary")
     a, b = write_results(rcfg, tmp_path)[:2]
-    b.write_text(a.read_text())
+    b.write_text(a.read_text())  # the same arm and seed twice
     with pytest.raises(ValueError, match="both results of"):
         report(rcfg, [a, b], tmp_path / "summary")
     b.write_text(json.dumps({"task": "t"}))

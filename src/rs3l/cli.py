@@ -67,9 +67,20 @@ def _finetune(p):
     p.add_argument("--data", required=True, help="merged data folder (with manifest.json)")
     p.add_argument("--encoder", default=None, help="encoder.pt from `rs3l pretrain` (not used with --mode scratch)")
     p.add_argument("--task", required=True, help="task name under finetune.tasks")
-    p.add_argument("--mode", required=True, choices=["linear", "mlp", "full", "scratch"])
+    p.add_argument("--mode", required=True, choices=["mlp", "full", "scratch"],
+                   help="mlp: frozen encoder + MLP head; full: pre-trained encoder fine-tuned; scratch: random init "
+                        "(the linear and kNN probes are `rs3l probe`)")
     p.add_argument("--fraction", type=float, required=True, help="fraction of training labels used, in (0, 1]")
+    p.add_argument("--seed", type=int, default=0,
+                   help="repeat seed in 0..finetune.seeds-1: picks the labelled subset and the initialisation "
+                        "(default 0)")
     p.add_argument("--out-dir", required=True, help="output folder: model.pt, labels.json")
+
+
+def _probe(p):
+    p.add_argument("--data", required=True, help="merged data folder (with manifest.json)")
+    p.add_argument("--encoder", required=True, help="encoder.pt from `rs3l pretrain`")
+    p.add_argument("--out", required=True, help="JSON list of evaluation records (every task, fraction, seed)")
 
 
 def _evaluate(p):
@@ -79,7 +90,7 @@ def _evaluate(p):
 
 
 def _report(p):
-    p.add_argument("--inputs", nargs="+", required=True, help="metrics JSON files from `rs3l evaluate`")
+    p.add_argument("--inputs", nargs="+", required=True, help="JSON files from `rs3l evaluate` and `rs3l probe`")
     p.add_argument("--data", default=None, help="merged data folder, for the physics-validation plots")
     p.add_argument("--out-dir", required=True, help="output folder: results.csv, results.md, plots")
 
@@ -91,7 +102,9 @@ COMMANDS = {
     "export-root": ("rs3l.data.export_root:main", "write merged shards as a ROOT TTree (uproot)", _export_root),
     "tracking-init": ("rs3l.tracking:main", "create the MLflow store, experiment and the workflow's parent run", _tracking_init),
     "pretrain": ("rs3l.training.pretrain:main", "contrastive pre-training of an encoder on view pairs (Lightning)", _pretrain),
-    "finetune": ("rs3l.training.finetune:main", "fine-tune a pre-trained encoder (or train from scratch) on a labelled task", _finetune),
+    "finetune": ("rs3l.training.finetune:main", "fine-tune a pre-trained encoder (or train from scratch) on a labelled task, by optimiser steps with early stopping", _finetune),
+    "probe": ("rs3l.evaluation.probe:main", "frozen-encoder probes (linear, kNN; pre-trained and random encoder) and "
+              "the substructure BDT baseline, every task, label fraction and seed", _probe),
     "evaluate": ("rs3l.evaluation.evaluate:main", "evaluate a fine-tuned model on the test split, per view", _evaluate),
     "report": ("rs3l.evaluation.report:main", "results table and plots from evaluation outputs", _report),
 }

@@ -19,7 +19,14 @@ PROCESSES = SIM["processes"]
 CHUNKS = list(range(SIM["chunks"]))
 INSTANCES = rs3l_config.view_instances(config)
 FT = config["finetune"]
-ARMS = [(t, m, f) for t in FT["tasks"] for m in FT["modes"] for f in FT["label_fractions"]]
+# deep (gradient) arms, one job per repeat seed; the probes and the BDT run in one `probe` job
+ARMS = [
+    (t, m, f, s)
+    for t in FT["tasks"]
+    for m in FT["modes"]
+    for f in FT["label_fractions"]
+    for s in range(FT["seeds"])
+]
 SUMMARY = [f"{R}/summary/results.csv", f"{R}/summary/results.md"]
 
 # Every job reads the resolved config from this file. It is rewritten only when its content
@@ -34,6 +41,7 @@ wildcard_constraints:
     chunk=r"\d+",
     replica=r"\d+",
     fraction=r"[0-9.]+",
+    seed=r"\d+",
 
 
 def fragments(wildcards=None):
@@ -46,7 +54,7 @@ def fragments(wildcards=None):
 
 
 def evaluations(wildcards=None):
-    return [f"{R}/evaluate/{t}/{m}/f{f}.json" for t, m, f in ARMS]
+    return [f"{R}/evaluate/{t}/{m}/f{f}/s{s}.json" for t, m, f, s in ARMS] + [f"{R}/evaluate/probes.json"]
 
 
 def encoder_for(wildcards):

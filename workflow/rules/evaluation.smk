@@ -1,19 +1,47 @@
-# Per-arm evaluation on the test split (every view), then the results table and plots.
+# The cheap arms in one job (probes on the pre-trained and random encoders, substructure BDT),
+# per-arm evaluation of the deep arms on the test split (every view), then the results table.
+
+
+rule probe:
+    input:
+        config=ancient(CONFIG),
+        manifest=f"{R}/data/manifest.json",
+        tracking=f"{R}/tracking/parent_run.json",
+        encoder=f"{R}/pretrain/encoder.pt",
+    output:
+        f"{R}/evaluate/probes.json",
+    params:
+        config_hash=CONFIG_HASH,
+        data=lambda wc, input: os.path.dirname(input.manifest),
+    log:
+        f"{R}/logs/probe.log",
+    benchmark:
+        f"{R}/benchmarks/probe.tsv"
+    resources:
+        runtime=60,
+        mem_mb=8000,
+        cpus_per_task=1,
+        gpu=0,
+    conda:
+        "../envs/training.yaml"
+    shell:
+        "rs3l probe --config {input.config} --data {params.data} --encoder {input.encoder} --out {output}"
+        " > {log} 2>&1"
 
 
 rule evaluate:
     input:
         config=ancient(CONFIG),
         manifest=f"{R}/data/manifest.json",
-        model=f"{R}/finetune/{{task}}/{{mode}}/f{{fraction}}/model.pt",
+        model=f"{R}/finetune/{{task}}/{{mode}}/f{{fraction}}/s{{seed}}/model.pt",
     output:
-        f"{R}/evaluate/{{task}}/{{mode}}/f{{fraction}}.json",
+        f"{R}/evaluate/{{task}}/{{mode}}/f{{fraction}}/s{{seed}}.json",
     params:
         config_hash=CONFIG_HASH,
         data=lambda wc, input: os.path.dirname(input.manifest),
         model_dir=lambda wc, input: os.path.dirname(input.model),
     log:
-        f"{R}/logs/evaluate/{{task}}_{{mode}}_f{{fraction}}.log",
+        f"{R}/logs/evaluate/{{task}}_{{mode}}_f{{fraction}}_s{{seed}}.log",
     resources:
         runtime=30,
         mem_mb=4000,

@@ -1,4 +1,4 @@
-# Pre-training on view pairs, then the fine-tuning arms (tasks x modes x label fractions).
+# Pre-training on view pairs, then the deep fine-tuning arms (tasks x modes x label fractions x seeds).
 
 
 rule pretrain:
@@ -35,16 +35,16 @@ rule finetune:
         tracking=f"{R}/tracking/parent_run.json",
         encoder=encoder_for,
     output:
-        f"{R}/finetune/{{task}}/{{mode}}/f{{fraction}}/model.pt",
+        f"{R}/finetune/{{task}}/{{mode}}/f{{fraction}}/s{{seed}}/model.pt",
     params:
         config_hash=CONFIG_HASH,
         data=lambda wc, input: os.path.dirname(input.manifest),
         encoder=lambda wc, input: f"--encoder {input.encoder}" if input.encoder else "",
         out_dir=lambda wc, output: os.path.dirname(output[0]),
     log:
-        f"{R}/logs/finetune/{{task}}_{{mode}}_f{{fraction}}.log",
+        f"{R}/logs/finetune/{{task}}_{{mode}}_f{{fraction}}_s{{seed}}.log",
     benchmark:
-        f"{R}/benchmarks/finetune/{{task}}_{{mode}}_f{{fraction}}.tsv"
+        f"{R}/benchmarks/finetune/{{task}}_{{mode}}_f{{fraction}}_s{{seed}}.tsv"
     resources:
         runtime=120,
         mem_mb=4000,
@@ -54,4 +54,5 @@ rule finetune:
         "../envs/training.yaml"
     shell:
         "rs3l finetune --config {input.config} --data {params.data} {params.encoder} --task {wildcards.task}"
-        " --mode {wildcards.mode} --fraction {wildcards.fraction} --out-dir {params.out_dir} > {log} 2>&1"
+        " --mode {wildcards.mode} --fraction {wildcards.fraction} --seed {wildcards.seed} --out-dir {params.out_dir}"
+        " > {log} 2>&1"

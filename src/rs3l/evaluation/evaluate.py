@@ -18,9 +18,11 @@ of the first signal class, used for rejection, ROC, histograms and robustness.
 Accuracy: score >= 0.5 (binary) or the most probable class (multi-class).
 
 Writes ``--out`` (JSON, atomic): task, method (``rs3l-<encoder>`` for pre-trained arms,
-``supervised-<encoder>`` for scratch), mode, label_fraction, ``metrics`` (nominal view),
-``views`` (per view, with ``roc`` and ``score_hist``), ``robustness`` (per non-nominal view).
-An infinite rejection (no background jet passes) is stored as null. Also an MLflow child run.
+``supervised-<encoder>`` for scratch), mode, label_fraction, seed, ``training`` (best step,
+converged), ``metrics`` (nominal view), ``views`` (per view, with ``roc`` and ``score_hist``),
+``robustness`` (per non-nominal view) and ``test_scores`` (nominal score per test jet, for the
+report's bootstrap). An infinite rejection (no background jet passes) is stored as null.
+Also an MLflow child run. :func:`result` builds the same record for ``rs3l probe``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ import numpy as np
 from rs3l.atomic import write_text
 from rs3l.config import config_hash
 from rs3l.evaluation import metrics
-from rs3l.training.finetune import Task, load_model, predict, scores_from_logits, task_targets
+from rs3l.evaluation.tasks import Task, load_task_split, signal_of
+from rs3l.models.classifier import device, load_model, predict, scores_from_logits
 
 log = logging.getLogger(__name__)
 
@@ -102,69 +105,83 @@ def _finite(obj):
     return obj
 
 
+def result(cfg: dict, task: Task, identity: dict, per_view: dict) -> dict:
+    """The evaluation record of one arm and repeat seed, from its test scores per view.
+
+    ``identity``: task-independent fields of the arm (method, mode, label_fraction, seed,
+    encoder, n_labels, labels_sha256, ...). ``per_view``: {view: (target (n,), score (n,) or
+    (n, n_classes), jet_id (n,))} on the test jets of the task's classes; must hold ``nominal``.
+    The record also keeps the nominal test scores per jet (``test_scores``) for the report's
+    bootstrap and paired comparisons. Written by ``rs3l evaluate`` and ``rs3l probe`` alike.
+    """
+    if "nominal" not in per_view:
+        raise ValueError(f"no nominal test jets of the classes of task '{task.name}' ({', '.join(task.classes)})")
+    metrics_per_view, signal_scores = {}, {}
+    for view, (target, score, _) in per_view.items():
+        metrics_per_view[view] = view_metrics(target, score, task.multiclass, cfg)
+        signal_scores[view] = (signal_of(task, target), score[:, 0] if task.multiclass else score)
+    aug, ev = cfg["pretrain"]["augment_views"], cfg["evaluate"]
+    robust = {}
+    for view in metrics_per_view:
+        if view != "nominal":
+            robust[view] = robustness(signal_scores["nominal"], signal_scores[view], ev["robustness_efficiency"])
+            robust[view]["in_pretraining"] = view in aug
+    target, _, jet_id = per_view["nominal"]
+    nominal = {k: v for k, v in metrics_per_view["nominal"].items() if not isinstance(v, dict)}
+    record = {
+        "task": task.name, **identity, "multiclass": task.multiclass, "task_classes": list(task.classes),
+        "signal": list(task.signal), "background": list(task.background),
+        "efficiencies": ev["efficiencies"], "robustness_efficiency": ev["robustness_efficiency"],
+        "pretrain_augment_views": aug,  # what the pre-trained arms saw; the same for the others, for comparison
+        "held_out_views": [v for v in robust if v not in aug], "config_hash": config_hash(cfg),
+        "metrics": nominal, "views": metrics_per_view, "robustness": robust,
+        "test_scores": {"jet_id": np.asarray(jet_id).tolist(), "is_signal": signal_scores["nominal"][0].tolist(),
+                        "score": np.round(signal_scores["nominal"][1].astype(np.float64), 7).tolist()},
+    }
+    return _finite(record)
+
+
 def evaluate(cfg: dict, data_dir, model_dir, out=None) -> dict:
     """Evaluate ``<model_dir>/model.pt`` on every view of the test split; returns (and writes to ``out``) the result."""
-    from rs3l.training.data import check_classes, check_views, load_arrays, read_manifest
-    from rs3l.training.finetune import device
+    from rs3l.training.data import check_classes, check_views, read_manifest
 
     model, meta = load_model(model_dir)
     manifest = read_manifest(data_dir)
     check_classes(cfg["classes"], manifest)
     check_views(["nominal"], manifest, "evaluation (robustness is measured against nominal)")
-    classes = manifest["classes"]
-    task = Task(meta["task_def"]["name"], tuple(meta["task_def"]["signal"]), tuple(meta["task_def"]["background"]),
-                meta["task_def"]["multiclass"])
-    missing = [c for c in task.classes if c not in classes]
+    task = Task.from_dict(meta["task_def"])
+    missing = [c for c in task.classes if c not in manifest["classes"]]
     if missing:
         raise ValueError(f"task '{task.name}' needs classes {missing}, which the data does not have; "
-                         f"classes: {', '.join(classes)}")
-    views = ["nominal"] + [v for v in manifest["views"] if v != "nominal"]
+                         f"classes: {', '.join(manifest['classes'])}")
     dev, bs = device(cfg), cfg["evaluate"]["batch_size"]
     model.to(dev)
-
-    per_view, signal_scores = {}, {}
-    for view in views:  # one view at a time: memory stays at one view of the test split
-        arr = load_arrays(data_dir, "test", meta["features"], meta["max_constituents"], views=[view])
-        keep, target = task_targets(task, classes, arr["label"])
-        if not keep.any():
+    per_view = {}
+    for view in views_to_evaluate(manifest):  # one view at a time: memory stays at one view of the test split
+        arr = load_task_split(data_dir, "test", task, manifest["classes"], meta["features"], meta["max_constituents"],
+                              views=[view])
+        if not len(arr["target"]):
             log.warning("view %s: no test jets of the task's classes; skipped", view)
             continue
-        x, mask = np.asarray(arr["x"])[keep], np.asarray(arr["mask"])[keep]
-        score = scores_from_logits(predict(model, x, mask, bs, dev), task.multiclass)
-        target = target[keep]
-        per_view[view] = view_metrics(target, score, task.multiclass, cfg)
-        s = score[:, 0] if task.multiclass else score
-        signal_scores[view] = ((target == 0) if task.multiclass else (target == 1), s)
-    if "nominal" not in per_view:
-        raise ValueError(f"no nominal test jets of the classes of task '{task.name}' "
-                         f"({', '.join(task.classes)}) in {data_dir}")
-
-    aug, ev = cfg["pretrain"]["augment_views"], cfg["evaluate"]
-    robust = {}
-    for view in per_view:
-        if view == "nominal":
-            continue
-        robust[view] = robustness(signal_scores["nominal"], signal_scores[view], ev["robustness_efficiency"])
-        robust[view]["in_pretraining"] = view in aug
-    nominal = {k: v for k, v in per_view["nominal"].items() if not isinstance(v, dict)}
-    result = {
-        "task": task.name, "method": meta["method"], "mode": meta["mode"], "label_fraction": meta["label_fraction"],
-        "encoder": meta["encoder"], "n_labels": meta["n_labels"], "multiclass": task.multiclass,
-        "task_classes": list(task.classes), "signal": list(task.signal), "background": list(task.background),
-        "efficiencies": ev["efficiencies"], "robustness_efficiency": ev["robustness_efficiency"],
-        "pretrain_augment_views": aug,  # what the pre-trained arms saw; the same for scratch, for comparison
-        "held_out_views": [v for v in robust if v not in aug],
-        "model_dir": str(model_dir), "labels_sha256": meta["labels_sha256"], "config_hash": config_hash(cfg),
-        "data_content_hash": manifest.get("content_hash"),
-        "metrics": nominal, "views": per_view, "robustness": robust,
-    }
-    result = _finite(result)
+        score = scores_from_logits(predict(model, arr["x"], arr["mask"], bs, dev), task.multiclass)
+        per_view[view] = (arr["target"], score, arr["jet_id"])
+    training = {k: v for k, v in meta.get("training", {}).items() if k != "history"}
+    identity = {"method": meta["method"], "mode": meta["mode"], "label_fraction": meta["label_fraction"],
+                "seed": meta.get("seed", 0), "encoder": meta["encoder"], "n_labels": meta["n_labels"],
+                "labels_sha256": meta["labels_sha256"], "training": training, "model_dir": str(model_dir),
+                "data_content_hash": manifest.get("content_hash")}
+    res = result(cfg, task, identity, per_view)
     if out is not None:
-        write_text(out, json.dumps(result, indent=1))
-    _track(cfg, result, out)
-    log.info("%s %s %s f=%g: nominal %s", task.name, result["method"], result["mode"], result["label_fraction"],
-             {k: (round(v, 4) if isinstance(v, float) else v) for k, v in nominal.items()})
-    return result
+        write_text(out, json.dumps(res))
+    _track(cfg, res, out)
+    log.info("%s %s %s f=%g seed %d: nominal %s", task.name, res["method"], res["mode"], res["label_fraction"],
+             res["seed"], {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res["metrics"].items()})
+    return res
+
+
+def views_to_evaluate(manifest: dict) -> list[str]:
+    """Nominal first, then the other views of the data."""
+    return ["nominal"] + [v for v in manifest["views"] if v != "nominal"]
 
 
 def _track(cfg: dict, result: dict, out) -> None:
@@ -172,8 +189,9 @@ def _track(cfg: dict, result: dict, out) -> None:
 
     from rs3l.tracking import child_run
 
-    params = {k: result[k] for k in ("task", "method", "mode", "label_fraction", "encoder", "n_labels", "model_dir")}
-    name = f"evaluate-{result['task']}-{result['mode']}-{result['label_fraction']:g}"
+    params = {k: result[k] for k in ("task", "method", "mode", "label_fraction", "seed", "encoder", "n_labels",
+                                     "model_dir")}
+    name = f"evaluate-{result['task']}-{result['mode']}-{result['label_fraction']:g}-s{result['seed']}"
     with child_run(cfg, name, "evaluate", params):
         m = {}
         for view, vm in result["views"].items():

@@ -30,8 +30,12 @@ def _save(fig: Figure, path) -> Path:
     return path
 
 
-def _style(r: dict) -> dict:
-    return {"linestyle": "--" if r["method"].startswith("supervised") else "-"}
+def _row_style(method: str) -> dict:
+    if method.startswith("supervised"):
+        return {"linestyle": "--"}
+    if method.startswith(("random", "substructure")):
+        return {"linestyle": ":"}
+    return {"linestyle": "-"}
 
 
 def _view_style(view: str) -> dict:
@@ -50,7 +54,7 @@ def roc_curves(results: list[dict], path, view: str = "nominal") -> Path:
         eff, fpr = np.asarray(roc["efficiency"]), np.asarray(roc["fpr"], dtype=float)
         ok = (eff > 0) & (fpr > 0)
         ax.plot(eff[ok], 1.0 / fpr[ok], label=f"{arm_label(r)} (AUC {r['views'][view].get('auc', float('nan')):.3f})",
-                **_style(r))
+                **_row_style(r["method"]))
     ax.set_yscale("log")
     ax.set_xlabel("signal efficiency")
     ax.set_ylabel("background rejection 1/FPR")
@@ -82,42 +86,50 @@ def score_distributions(results: list[dict], path) -> Path:
     return _save(fig, path)
 
 
-def label_efficiency(rows: list[dict], path, metrics=("auc", "accuracy")) -> Path:
-    """``metrics`` on nominal vs label fraction (log x), one line per (method, mode); scratch dashed."""
+def _row_label(row: dict) -> str:
+    return f"{row['method']} {row['mode']}"
+
+
+def label_efficiency(rows: list[dict], path, metrics=("auc", "rejection_at_0.5")) -> Path:
+    """``metrics`` on nominal vs label fraction (log x), one line per (method, mode), error bars = std over seeds."""
     fig = Figure(figsize=(5.2 * len(metrics), 4.2))
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     arms = sorted({(r["method"], r["mode"]) for r in rows})
     for ax, metric in zip(axes, metrics):
         for method, mode in arms:
-            pts = sorted((r["label_fraction"], r.get(metric)) for r in rows
-                         if (r["method"], r["mode"]) == (method, mode) and r.get(metric) is not None)
+            pts = sorted((r["label_fraction"], r.get(metric), r.get(f"{metric}_std") or 0.0) for r in rows
+                         if (r["method"], r["mode"]) == (method, mode) and r.get(metric) is not None
+                         and np.isfinite(r.get(metric)))
             if pts:
-                x, y = zip(*pts)
-                ax.plot(x, y, marker="o", label=f"{method} {mode}", **_style({"method": method}))
+                x, y, err = zip(*pts)
+                ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"{method} {mode}", **_row_style(method))
         ax.set_xscale("log")
+        if metric.startswith("rejection"):
+            ax.set_yscale("log")
         ax.set_xlabel("fraction of training labels")
         ax.set_ylabel(f"{metric} (nominal test view)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"label efficiency: {rows[0]['task']}" if rows else "label efficiency")
+    fig.suptitle(f"label efficiency: {rows[0]['task']} (mean ± std over seeds)" if rows else "label efficiency")
     return _save(fig, path)
 
 
-def robustness_bars(results: list[dict], path, key: str = "w1") -> Path:
-    """Per non-nominal view, ``key`` (Wasserstein-1 of the score vs nominal) for each arm; held-out views marked *."""
-    views = list(dict.fromkeys(v for r in results for v in r["robustness"]))
-    fig = Figure(figsize=(max(6.0, 1.2 * len(views) + 3), 4.2))
+def robustness_bars(rows: list[dict], views: list[str], held_out, path, key: str = "w1") -> Path:
+    """Per non-nominal view, ``key``_<view> (W1 of the score vs nominal) per arm, error bars = std over seeds;
+    held-out views marked *."""
+    fig = Figure(figsize=(max(6.0, 1.4 * len(views) + 3), 4.4))
     ax = fig.add_subplot()
-    width = 0.8 / max(len(results), 1)
-    for i, r in enumerate(results):
-        vals = [r["robustness"].get(v, {}).get(key) for v in views]
-        ax.bar(np.arange(len(views)) + i * width, [np.nan if v is None else v for v in vals], width,
-               label=arm_label(r), hatch="//" if r["method"].startswith("supervised") else None)
-    held = set(v for r in results for v in r.get("held_out_views", []))
-    ax.set_xticks(np.arange(len(views)) + 0.4 - width / 2, [v + ("*" if v in held else "") for v in views])
+    width = 0.8 / max(len(rows), 1)
+    for i, row in enumerate(rows):
+        vals = [row.get(f"{key}_{v}") for v in views]
+        errs = [row.get(f"{key}_{v}_std") or 0.0 for v in views]
+        ax.bar(np.arange(len(views)) + i * width, [np.nan if v is None else v for v in vals], width, yerr=errs,
+               capsize=2, label=_row_label(row), hatch="//" if row["method"].startswith("supervised") else None)
+    ax.set_xticks(np.arange(len(views)) + 0.4 - width / 2, [v + ("*" if v in held_out else "") for v in views])
     ax.set_ylabel(f"{key}: score shift vs nominal")
-    ax.set_title("robustness (* = view not used in pre-training)", fontsize=9)
-    ax.legend(fontsize=7)
+    frac = rows[0]["label_fraction"] if rows else 1.0
+    ax.set_title(f"robustness at {frac:g} of the labels (* = view not used in pre-training)", fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
     return _save(fig, path)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import warnings
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import torch
 from rs3l import tracking
 from rs3l.atomic import atomic_path, write_text
 from rs3l.config import config_hash
+from rs3l.models.classifier import safe_load
 from rs3l.models.method import ContrastiveMethod
 from rs3l.seeds import derive_seed
 from rs3l.training.data import (JetDataModule, SetEpoch, check_classes, check_features, check_views, load_arrays,
@@ -73,7 +75,7 @@ def load_encoder(path, cfg: dict | None = None) -> tuple[torch.nn.Module, dict]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; run `rs3l pretrain` first")
-    info = torch.load(path, map_location="cpu", weights_only=False)
+    info = safe_load(path, "encoder checkpoint")
     name = info["encoder"]
     params = info.get("encoder_params") or (cfg or {}).get("encoders", {}).get(name, {})
     enc_cfg = {"encoders": {name: params}, "training": {"features": info["features"]}}
@@ -89,7 +91,7 @@ def resume_key(cfg: dict, content_hash: str | None) -> str:
     the model and its training, except the number of epochs and the hardware."""
     hardware = ("accelerator", "devices", "num_nodes", "strategy", "num_workers")
     t = {k: v for k, v in cfg["training"].items() if k not in hardware}
-    p = {k: v for k, v in cfg["pretrain"].items() if k not in ("epochs", "knn_k", "probe_jets")}
+    p = {k: v for k, v in cfg["pretrain"].items() if k not in ("epochs", "patience", "knn_k", "probe_jets")}
     name = cfg["pretrain"]["encoder"]
     return config_hash({"seed": cfg["seed"], "training": t, "pretrain": p, "encoder": cfg["encoders"].get(name),
                         "classes": cfg["classes"], "data": content_hash})
@@ -125,6 +127,28 @@ class EpochMetrics(L.Callback):
                     client.log_metric(self.run_id, k, v, step=trainer.current_epoch)
         log.info("epoch %d: %s", trainer.current_epoch,
                  ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"))
+
+
+class BestEncoder(L.Callback):
+    """Keep the encoder weights of the epoch with the lowest ``val/loss`` (the stopping point that
+    ``encoder.pt`` gets). Its state travels in the checkpoint, so a resumed run remembers the best epoch."""
+
+    def __init__(self):
+        self.best_loss, self.best_epoch, self.best_state = math.inf, -1, None
+
+    def on_validation_end(self, trainer, pl_module):
+        loss = trainer.callback_metrics.get("val/loss")
+        if trainer.sanity_checking or loss is None or not math.isfinite(float(loss)):
+            return
+        if float(loss) < self.best_loss:
+            self.best_loss, self.best_epoch = float(loss), int(trainer.current_epoch)
+            self.best_state = {k: v.detach().cpu().clone() for k, v in pl_module.encoder.state_dict().items()}
+
+    def state_dict(self):
+        return {"best_loss": self.best_loss, "best_epoch": self.best_epoch, "best_state": self.best_state}
+
+    def load_state_dict(self, state):
+        self.best_loss, self.best_epoch, self.best_state = state["best_loss"], state["best_epoch"], state["best_state"]
 
 
 class Stamp(L.Callback):
@@ -194,6 +218,15 @@ def check_inputs(cfg: dict, data_dir: Path) -> dict:
     return manifest
 
 
+def _stopped_early(out_dir: Path, key: str) -> bool:
+    """A finished run of this configuration whose val loss stopped improving (summary.json says so)."""
+    try:
+        summary = json.loads((out_dir / "summary.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return summary.get("resume_key") == key and bool(summary.get("early_stopped"))
+
+
 class ForeignCheckpoint(ValueError):
     pass
 
@@ -204,7 +237,7 @@ def checkpoint_epochs(ckpt, key: str | None = None) -> int:
     (The per-epoch checkpoint is written in ``on_train_epoch_end``, before Lightning counts
     the epoch as 'completed', so the 'processed' counter is the one to read.)
     """
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = safe_load(ckpt, "pre-training checkpoint")
     if key is not None and state.get("rs3l", {}).get("resume_key") != key:
         raise ForeignCheckpoint(f"{ckpt} was written by a pre-training with another configuration or dataset; "
                                 f"delete it, use another --out-dir or pass --restart-if-changed to start over")
@@ -239,7 +272,7 @@ def run(cfg: dict, data_dir, out_dir, callbacks: list | None = None, restart_if_
             log.warning("%s belongs to another configuration or dataset: deleted, pre-training starts over", ckpt)
             ckpt.unlink()
         done = 0
-    if done >= epochs and (out_dir / ENCODER).exists():
+    if (out_dir / ENCODER).exists() and (done >= epochs or _stopped_early(out_dir, key)):
         log.info("pre-training already complete (%d/%d epochs in %s); nothing to do", done, epochs, ckpt)
         return {"skipped": True, "start_epoch": done, "epochs": epochs, "history": []}
     if rank != 0:
@@ -260,9 +293,15 @@ def run(cfg: dict, data_dir, out_dir, callbacks: list | None = None, restart_if_
             if (out_dir / name).exists():
                 mlflow.log_artifact(str(out_dir / name))
         final = summary.get("final_metrics", {})
+        for k in ("best_epoch", "best_val_loss", "epochs_trained", "converged"):
+            if k in summary and summary[k] is not None and math.isfinite(float(summary[k])):
+                mlflow.log_metric(f"pretrain/{k}", float(summary[k]))
         if "knn_acc_final" in summary:
             mlflow.log_metric("val/knn_acc_final", summary["knn_acc_final"])
-        log.info("pre-training done: %s", ", ".join(f"{k}={v:.4g}" for k, v in final.items()))
+        log.info("pre-training done: %s; best val loss at epoch %s of %s trained (%s)",
+                 ", ".join(f"{k}={v:.4g}" for k, v in final.items()), summary.get("best_epoch"),
+                 summary.get("epochs_trained"), "early-stopped: converged" if summary.get("converged")
+                 else "epoch budget reached")
     return summary
 
 
@@ -279,10 +318,17 @@ def _train(cfg: dict, data_dir: Path, out_dir: Path, key: str, resume_from: Path
     # transaction). Not save_last=True: with save_top_k=0 that only saves at the very end.
     checkpoint_cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=out_dir, filename=CHECKPOINT.removesuffix(".ckpt"),
                                                         save_top_k=1, enable_version_counter=False)
+    best_cb = BestEncoder()
+    stopping = []
+    has_val = bool(read_manifest(data_dir)["splits"].get("val", {}).get("shards"))
+    if cfg["pretrain"]["patience"] and has_val:
+        stopping.append(L.pytorch.callbacks.EarlyStopping(monitor="val/loss", mode="min",
+                                                          patience=cfg["pretrain"]["patience"]))
     trainer = L.Trainer(
         max_epochs=cfg["pretrain"]["epochs"], accelerator=t["accelerator"], devices=t["devices"],
         num_nodes=t["num_nodes"], strategy=t["strategy"], precision=t["precision"], default_root_dir=out_dir,
-        logger=False, callbacks=[checkpoint_cb, SetEpoch(), metrics_cb, Stamp({"resume_key": key}), *(callbacks or [])],
+        logger=False, callbacks=[checkpoint_cb, SetEpoch(), metrics_cb, Stamp({"resume_key": key}), best_cb, *stopping,
+                                 *(callbacks or [])],
         enable_progress_bar=True, enable_model_summary=_global_rank() == 0, log_every_n_steps=10,
         num_sanity_val_steps=0)
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
@@ -291,9 +337,18 @@ def _train(cfg: dict, data_dir: Path, out_dir: Path, key: str, resume_from: Path
     final = {k: float(v) for k, v in trainer.callback_metrics.items()
              if k.startswith(("train/", "val/")) and torch.as_tensor(v).numel() == 1}
     manifest = read_manifest(data_dir)
+    # the encoder of the best val loss is the result; without a val split, the last one
+    if best_cb.best_state is not None:
+        model.encoder.load_state_dict(best_cb.best_state)
     save_encoder(out_dir / ENCODER, model.encoder, cfg, manifest.get("content_hash"))
+    trained = int(trainer.current_epoch)  # epochs completed (after fit, current_epoch counts them)
+    stopping_point = {"best_epoch": best_cb.best_epoch, "best_val_loss": best_cb.best_loss,
+                      "epochs_trained": trained,
+                      "early_stopped": bool(stopping and stopping[0].stopped_epoch > 0),
+                      # converged: the val loss stopped improving (patience ran out) before the epoch budget
+                      "converged": bool(stopping and stopping[0].stopped_epoch > 0)}
     summary = {"skipped": False, "epochs": cfg["pretrain"]["epochs"], "final_metrics": final,
-               "history": metrics_cb.history}
+               "history": metrics_cb.history, **stopping_point, "resume_key": key}
     if manifest["splits"].get("val", {}).get("shards"):
         probe = load_arrays(data_dir, "val", t["features"], t["max_constituents"],
                             views=[cfg["pretrain"]["augment_views"][0]], max_jets=cfg["pretrain"]["probe_jets"],
