@@ -224,7 +224,8 @@ def test_a_deep_arm_converges_within_its_step_budget(setup, tmp_path):
     assert summary["best"]["val_loss"] < 0.25 and summary["best"]["val_auc"] > 0.95
     assert summary["best_step"] < summary["stopped_step"] < 1500
     steps = [h["step"] for h in summary["history"]]
-    assert steps[:3] == [20, 40, 60]  # validation every val_every optimiser steps, across epochs
+    assert steps[:4] == [0, 20, 40, 60]  # the start, then every val_every optimiser steps, across epochs
+    assert summary["history"][0]["val_loss"] > 0.6  # an untrained network is at chance (ln 2 = 0.69)
 
 
 def test_lr_schedule_warms_up_then_decays():
@@ -240,7 +241,7 @@ def test_lr_schedule_warms_up_then_decays():
 def test_deep_arm_records_its_training(arms):
     for mode, arm in arms.items():
         t = arm["result"]["training"]
-        assert t["max_steps"] == 60 and 0 < t["best_step"] <= t["stopped_step"] <= 60, (mode, t)
+        assert t["max_steps"] == 60 and 0 <= t["best_step"] <= t["stopped_step"] <= 60, (mode, t)
         assert isinstance(t["converged"], bool)
         assert arm["result"]["seed"] == 0 and len(arm["result"]["test_scores"]["score"]) == arm["result"]["metrics"]["n_jets"]
 

@@ -32,11 +32,15 @@ def test_results_table_has_every_arm_with_values_in_range(smoke_run):
     results = smoke_run["results"]
     cfg = config.load(results / "config.yaml")
     rows = list(csv.DictReader((results / "summary" / "results.csv").open()))
-    arms = {(r["task"], r["mode"], float(r["label_fraction"])) for r in rows}
-    ft = cfg["finetune"]
-    assert arms == {(t, m, f) for t in ft["tasks"] for m in ft["modes"] for f in ft["label_fractions"]}
+    arms = {(r["task"], r["method"], r["mode"], float(r["label_fraction"])) for r in rows}
+    ft, ev = cfg["finetune"], cfg["evaluate"]
+    enc = cfg["pretrain"]["encoder"]
+    methods = {("rs3l-" + enc, "full"), ("supervised-" + enc, "scratch"), ("substructure-bdt", "baseline")}
+    methods |= {(f"{m}-{enc}", p) for m in ("rs3l", "random") for p in ev["probes"]}
+    assert arms == {(t, m, mode, f) for t in ft["tasks"] for m, mode in methods for f in ft["label_fractions"]}
     for r in rows:
         assert 0 <= float(r["accuracy"]) <= 1 and 0 <= float(r["auc"]) <= 1
+        assert int(r["n_seeds"]) == (ft["seeds"] if r["mode"] in ("full", "scratch") else ev["seeds"])
         for view in ("seed", "fsr_up"):
             assert 0 <= float(r[f"w1_{view}"]) <= 1
     assert (results / "summary" / "results.md").read_text().startswith("| task")
@@ -45,11 +49,15 @@ def test_results_table_has_every_arm_with_values_in_range(smoke_run):
 
 
 def test_every_arm_of_a_label_fraction_trains_on_the_same_jets(smoke_run):
+    """Deep arms (labels.json), probes and the BDT (their records): one jet-id hash per fraction and seed."""
     base = smoke_run["results"] / "finetune" / "top_vs_qcd"
+    probes = json.loads((smoke_run["results"] / "evaluate" / "probes.json").read_text())
     for fraction in ("0.5", "1.0"):
-        subsets = {m: json.loads((base / m / f"f{fraction}" / "labels.json").read_text())["jet_ids_sha256"]
-                   for m in ("linear", "scratch")}
-        assert len(set(subsets.values())) == 1, subsets
+        subsets = {m: json.loads((base / m / f"f{fraction}" / "s0" / "labels.json").read_text())["jet_ids_sha256"]
+                   for m in ("full", "scratch")}
+        subsets |= {f"{r['method']} {r['mode']}": r["labels_sha256"] for r in probes
+                    if r["label_fraction"] == float(fraction) and r["seed"] == 0}
+        assert len(subsets) == 7 and len(set(subsets.values())) == 1, subsets
 
 
 def _free_port() -> int:
@@ -92,6 +100,7 @@ def test_mlflow_server_on_the_smoke_store_shows_parent_and_child_runs(smoke_run)
     children = [(r, t) for r, t in zip(runs, tags) if t.get("mlflow.parentRunId") == parent_id]
     stages = sorted(t["rs3l.stage"] for _, t in children)
     assert stages.count("pretrain") == 1 and stages.count("finetune") == 4 and stages.count("evaluate") == 4
+    assert stages.count("probe") == 1
     pretrain = next(r for r, t in children if t["rs3l.stage"] == "pretrain")
     assert any(p["key"] == "pretrain.objective" for p in pretrain["data"]["params"])
     assert any(m["key"].startswith("train/loss") for m in pretrain["data"]["metrics"])

@@ -75,6 +75,9 @@ def _finetune(p):
                    help="repeat seed in 0..finetune.seeds-1: picks the labelled subset and the initialisation "
                         "(default 0)")
     p.add_argument("--out-dir", required=True, help="output folder: model.pt, labels.json")
+    p.add_argument("--evaluate", default=None, metavar="JSON",
+                   help="then evaluate the model on the test split in the same process and write `rs3l evaluate`'s "
+                        "record here (what the workflow does)")
 
 
 def _probe(p):

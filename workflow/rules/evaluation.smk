@@ -1,5 +1,5 @@
 # The cheap arms in one job (probes on the pre-trained and random encoders, substructure BDT),
-# per-arm evaluation of the deep arms on the test split (every view), then the results table.
+# then the results table. The deep arms are evaluated inside their finetune job (training.smk).
 
 
 rule probe:
@@ -27,31 +27,6 @@ rule probe:
     shell:
         "rs3l probe --config {input.config} --data {params.data} --encoder {input.encoder} --out {output}"
         " > {log} 2>&1"
-
-
-rule evaluate:
-    input:
-        config=ancient(CONFIG),
-        manifest=f"{R}/data/manifest.json",
-        model=f"{R}/finetune/{{task}}/{{mode}}/f{{fraction}}/s{{seed}}/model.pt",
-    output:
-        f"{R}/evaluate/{{task}}/{{mode}}/f{{fraction}}/s{{seed}}.json",
-    params:
-        config_hash=CONFIG_HASH,
-        data=lambda wc, input: os.path.dirname(input.manifest),
-        model_dir=lambda wc, input: os.path.dirname(input.model),
-    log:
-        f"{R}/logs/evaluate/{{task}}_{{mode}}_f{{fraction}}_s{{seed}}.log",
-    resources:
-        runtime=30,
-        mem_mb=4000,
-        cpus_per_task=1,
-        gpu=0,
-    conda:
-        "../envs/training.yaml"
-    shell:
-        "rs3l evaluate --config {input.config} --data {params.data} --model-dir {params.model_dir}"
-        " --out {output} > {log} 2>&1"
 
 
 rule report:

@@ -35,12 +35,14 @@ rule finetune:
         tracking=f"{R}/tracking/parent_run.json",
         encoder=encoder_for,
     output:
-        f"{R}/finetune/{{task}}/{{mode}}/f{{fraction}}/s{{seed}}/model.pt",
+        model=f"{R}/finetune/{{task}}/{{mode}}/f{{fraction}}/s{{seed}}/model.pt",
+        # evaluated in the same process (`rs3l evaluate`'s record): one start-up per arm, not two
+        result=f"{R}/evaluate/{{task}}/{{mode}}/f{{fraction}}/s{{seed}}.json",
     params:
         config_hash=CONFIG_HASH,
         data=lambda wc, input: os.path.dirname(input.manifest),
         encoder=lambda wc, input: f"--encoder {input.encoder}" if input.encoder else "",
-        out_dir=lambda wc, output: os.path.dirname(output[0]),
+        out_dir=lambda wc, output: os.path.dirname(output.model),
     log:
         f"{R}/logs/finetune/{{task}}_{{mode}}_f{{fraction}}_s{{seed}}.log",
     benchmark:
@@ -55,4 +57,4 @@ rule finetune:
     shell:
         "rs3l finetune --config {input.config} --data {params.data} {params.encoder} --task {wildcards.task}"
         " --mode {wildcards.mode} --fraction {wildcards.fraction} --seed {wildcards.seed} --out-dir {params.out_dir}"
-        " > {log} 2>&1"
+        " --evaluate {output.result} > {log} 2>&1"

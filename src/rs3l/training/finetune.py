@@ -13,7 +13,7 @@ AdamW (``finetune.learning_rate``, ``training.weight_decay``), linear warm-up fo
 (``finetune.schedule``). The val loss (nominal view, class-balanced) is computed every
 ``finetune.val_every`` steps; training stops when it has not improved for
 ``finetune.patience`` validations, but not before ``finetune.min_steps``. The weights of
-the best validation are kept. ``converged`` = stopped by patience before ``max_steps``.
+the best validation are kept; the untrained starting point (step 0) is validated too. ``converged`` = stopped by patience before ``max_steps``.
 The curves (train and val loss, val AUC per step), the best step and ``converged`` are
 logged to the MLflow child run and stored in ``model.pt``.
 
@@ -200,6 +200,9 @@ def fit(net, train_inputs, val_inputs, multiclass: bool, cfg: dict, seed: int, o
                                  check_on_train_epoch_end=False), keep],
         default_root_dir=str(out_dir),
     )
+    # step 0 is a candidate too: with 10 labelled jets every later step may be worse on val than the
+    # starting point (pre-trained encoder + fresh head, or a random init), and then the start is kept
+    trainer.validate(module, val_dl, verbose=False)
     trainer.fit(module, train_dl, val_dl)
     if keep.best_state is None:
         raise RuntimeError("fine-tuning produced no finite validation loss; check the data and learning rate "
@@ -213,10 +216,12 @@ def fit(net, train_inputs, val_inputs, multiclass: bool, cfg: dict, seed: int, o
 # ----------------------------------------------------------------------------- the stage
 
 def finetune(cfg: dict, data_dir, task_name: str, mode: str, fraction: float, out_dir, encoder_path=None,
-             seed: int = 0) -> dict:
+             seed: int = 0, evaluate_out=None) -> dict:
     """Run one deep arm for one repeat ``seed``; returns the metadata stored in ``model.pt`` (without weights).
 
-    All inputs are checked before any data is loaded or training starts.
+    All inputs are checked before any data is loaded or training starts. With ``evaluate_out``
+    the model is then evaluated on the test split in the same process (``rs3l evaluate``'s
+    record, written there): the workflow does this, saving one job start-up per arm.
     """
     import torch
 
@@ -322,10 +327,14 @@ def finetune(cfg: dict, data_dir, task_name: str, mode: str, fraction: float, ou
              seed, labels["n_labels"], summary["best_step"], summary["stopped_step"],
              "converged" if summary["converged"] else "NOT converged: raise finetune.max_steps",
              {k: round(v, 4) for k, v in summary["best"].items()}, out_dir / MODEL_FILE)
+    if evaluate_out is not None:
+        from rs3l.evaluation.evaluate import evaluate
+
+        evaluate(cfg, data_dir, out_dir, evaluate_out)
     return meta
 
 
 def main(cfg: dict, args) -> None:
     """``rs3l finetune``."""
     finetune(cfg, args.data, args.task, args.mode, args.fraction, args.out_dir, encoder_path=args.encoder,
-             seed=args.seed)
+             seed=args.seed, evaluate_out=args.evaluate)
