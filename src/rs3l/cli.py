@@ -40,8 +40,13 @@ def _resimulate(p):
 
 
 def _merge(p):
-    p.add_argument("--fragments", nargs="+", required=True, help="Parquet fragments from `rs3l resimulate`")
-    p.add_argument("--out-dir", required=True, help="output folder: <split>/part-NNNNN.parquet and manifest.json")
+    p.add_argument("--fragment-list", default=None, help="file naming the fragments from `rs3l resimulate`, one a line")
+    p.add_argument("--fragments", nargs="+", default=None, help="the fragments on the command line (by hand; few)")
+    p.add_argument("--part", type=int, default=None, help="merge only part N: <split>/part-NNNNN-*.parquet and "
+                   "parts/part-NNNNN.json, no manifest (default: everything, then manifest.json)")
+    p.add_argument("--finalize", type=int, default=None, metavar="PARTS",
+                   help="write manifest.json from parts 0 .. PARTS-1 (reads only their JSON files)")
+    p.add_argument("--out-dir", required=True, help="output folder: <split>/part-*.parquet and manifest.json")
 
 
 def _export_root(p):
