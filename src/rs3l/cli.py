@@ -94,6 +94,11 @@ def _evaluate(p):
     p.add_argument("--out", required=True, help="metrics JSON")
 
 
+def _plan(p):
+    p.add_argument("--profile", default=None, help="Slurm profile whose group-components bundle jobs "
+                   "(default: workflow/profiles/slurm/config.yaml)")
+
+
 def _report(p):
     p.add_argument("--inputs", nargs="+", required=True, help="JSON files from `rs3l evaluate` and `rs3l probe`")
     p.add_argument("--data", default=None, help="merged data folder, for the physics-validation plots")
@@ -112,6 +117,7 @@ COMMANDS = {
               "the substructure BDT baseline, every task, label fraction and seed", _probe),
     "evaluate": ("rs3l.evaluation.evaluate:main", "evaluate a fine-tuned model on the test split, per view", _evaluate),
     "report": ("rs3l.evaluation.report:main", "results table and plots from evaluation outputs", _report),
+    "plan": ("rs3l.plan:main", "jobs, Slurm submissions, CPU-hours, disk and merged jets of a config, before a run", _plan),
 }
 
 

@@ -84,26 +84,37 @@ def read_fragment(path: str | Path, cfg: dict) -> pa.Table:
     return pf.read()
 
 
-def group_fragments(fragments: list[str | Path]) -> dict[tuple[str, int], list[Path]]:
-    """Fragments by (process, chunk) from their metadata (footers only); one fragment per view instance."""
-    groups: dict[tuple[str, int], list[Path]] = defaultdict(list)
+def scan_fragments(fragments: list[str | Path], cfg: dict) -> dict[tuple[str, int], list[tuple[Path, int]]]:
+    """Fragments by (process, chunk), each with its number of rows, from their footers only.
+
+    Every fragment is checked (readable, schema, simulation hash, one fragment per view instance)
+    before anything is written, so a bad fragment fails the job at once, naming the file."""
+    expected_schema, expected_hash = schema.fragment_schema(), simulation_hash(cfg)
+    groups: dict[tuple[str, int], list[tuple[Path, int]]] = defaultdict(list)
     seen: dict[tuple, Path] = {}
-    for f in fragments:
-        if not Path(f).exists():
+    for f in map(Path, fragments):
+        if not f.exists():
             raise FileNotFoundError(f"fragment '{f}' does not exist")
         try:
-            meta = schema.read_metadata(pq.read_schema(f))
+            footer = pq.read_metadata(f)
+            sch = footer.schema.to_arrow_schema()
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for broken files
             raise ValueError(f"fragment '{f}' is not a readable Parquet file ({exc})") from exc
+        meta = schema.read_metadata(sch)
         if "process" not in meta:
             raise ValueError(f"fragment '{f}' has no rs3l metadata; was it written by `rs3l resimulate`?")
+        schema.check_schema(sch, expected_schema, f"fragment '{f}'")
+        if meta.get("simulation_hash") != expected_hash:
+            raise ValueError(f"fragment '{f}' was simulated with a different configuration "
+                             f"(simulation hash {meta.get('simulation_hash')}, this config {expected_hash}); "
+                             f"re-run its resimulate job (snakemake reruns it when the config changes)")
         key = (meta["process"], int(meta["chunk"]))
         instance = (*key, meta.get("view"), meta.get("replica", "0"))
-        if meta.get("view") is not None and instance in seen:
+        if instance in seen:
             raise ValueError(f"fragments '{seen[instance]}' and '{f}' both hold view {instance[2]} replica "
                              f"{instance[3]} of {key[0]} chunk {key[1]}; each view instance may be merged once")
-        seen[instance] = Path(f)
-        groups[key].append(Path(f))
+        seen[instance] = f
+        groups[key].append((f, footer.num_rows))
     return groups
 
 
@@ -179,7 +190,7 @@ def merge_part(cfg: dict, fragments: list[str | Path], out_dir: str | Path, part
     part_manifest_path(out_dir, part).unlink(missing_ok=True)
     instances = view_instances(cfg)
     process_rank = {p: i for i, p in enumerate(cfg["simulation"]["processes"])}
-    groups = group_fragments(fragments)
+    groups = scan_fragments(fragments, cfg)
     meta = {"config_hash": config_hash(cfg), "simulation_hash": simulation_hash(cfg)}
     writers = {s: ShardWriter(out_dir, s, cfg, meta, prefix=prefix) for s in SPLITS}
     stats = {s: {"jets": 0, "rows": 0, "per_class": defaultdict(int), "per_view": defaultdict(int)} for s in SPLITS}
@@ -191,8 +202,10 @@ def merge_part(cfg: dict, fragments: list[str | Path], out_dir: str | Path, part
     order_of_groups = sorted(groups, key=lambda k: (process_rank.get(k[0], 99), k[0], k[1]))
     progress = Progress(len(groups), f"merge part {part}", unit="chunk")
     for process, chunk in order_of_groups:
-        table = pa.concat_tables([read_fragment(f, cfg) for f in groups[(process, chunk)]])
-        if table.num_rows == 0:
+        # checked by scan_fragments; fragments without jets are not opened again
+        tables = [pq.ParquetFile(f).read() for f, rows in groups[(process, chunk)] if rows]
+        table = pa.concat_tables(tables) if tables else None
+        if table is None or table.num_rows == 0:
             progress.update(1)
             continue
         rank = _view_rank(table, instances)
