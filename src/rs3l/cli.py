@@ -40,8 +40,13 @@ def _resimulate(p):
 
 
 def _merge(p):
-    p.add_argument("--fragments", nargs="+", required=True, help="Parquet fragments from `rs3l resimulate`")
-    p.add_argument("--out-dir", required=True, help="output folder: <split>/part-NNNNN.parquet and manifest.json")
+    p.add_argument("--fragment-list", default=None, help="file naming the fragments from `rs3l resimulate`, one a line")
+    p.add_argument("--fragments", nargs="+", default=None, help="the fragments on the command line (by hand; few)")
+    p.add_argument("--part", type=int, default=None, help="merge only part N: <split>/part-NNNNN-*.parquet and "
+                   "parts/part-NNNNN.json, no manifest (default: everything, then manifest.json)")
+    p.add_argument("--finalize", type=int, default=None, metavar="PARTS",
+                   help="write manifest.json from parts 0 .. PARTS-1 (reads only their JSON files)")
+    p.add_argument("--out-dir", required=True, help="output folder: <split>/part-*.parquet and manifest.json")
 
 
 def _export_root(p):
@@ -92,6 +97,11 @@ def _evaluate(p):
     p.add_argument("--out", required=True, help="metrics JSON")
 
 
+def _plan(p):
+    p.add_argument("--profile", default=None, help="Slurm profile whose group-components bundle jobs "
+                   "(default: workflow/profiles/slurm/config.yaml)")
+
+
 def _report(p):
     p.add_argument("--inputs", nargs="+", required=True, help="JSON files from `rs3l evaluate` and `rs3l probe`")
     p.add_argument("--data", default=None, help="merged data folder, for the physics-validation plots")
@@ -110,6 +120,7 @@ COMMANDS = {
               "the substructure BDT baseline, every task, label fraction and seed", _probe),
     "evaluate": ("rs3l.evaluation.evaluate:main", "evaluate a fine-tuned model on the test split, per view", _evaluate),
     "report": ("rs3l.evaluation.report:main", "results table and plots from evaluation outputs", _report),
+    "plan": ("rs3l.plan:main", "jobs, Slurm submissions, CPU-hours, disk and merged jets of a config, before a run", _plan),
 }
 
 

@@ -12,6 +12,8 @@ import copy
 import functools
 import hashlib
 import json
+import os
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -143,11 +145,83 @@ def simulated_classes(cfg: dict) -> set[str]:
     return made
 
 
+def pythia_settings_by_key(cfg: dict) -> list[tuple[str, str]]:
+    """(config key, Pythia string) for every setting of every process and view and simulation.pythia_settings."""
+    out = [("simulation.pythia_settings", s) for s in cfg["simulation"]["pythia_settings"]]
+    for kind in ("processes", "views"):
+        for name, entry in cfg[kind].items():
+            out += [(f"{kind}.{name}.settings", s) for s in entry["settings"]]
+    return out
+
+
+def _pythia_cache_file(settings: list[str]) -> Path | None:
+    """Marker file of a settings set already accepted by this Pythia build (None: no Pythia, no cache)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pythia8mc")
+    if spec is None or spec.origin is None:
+        return None
+    st = os.stat(spec.origin)  # the Pythia build: a new version re-checks everything
+    key = json.dumps([spec.origin, st.st_size, st.st_mtime_ns, sorted(set(settings))])
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rs3l" / "pythia-settings"
+    return cache / hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+_PYTHIA_ACCEPTED: set[tuple[str, ...]] = set()
+
+
+def check_pythia_settings(cfg: dict) -> None:
+    """Ask Pythia itself whether it knows every setting (``readString``; no init, no events).
+
+    Raises ConfigError naming the key and the setting, e.g.
+    ``views.fsr_down.settings: Pythia does not know 'TimeShower:renormMultFak = 4'``. About 0.3 s
+    (import + one ``Pythia``); cached per settings set in memory and in ``~/.cache/rs3l``, so every
+    later ``rs3l`` command and ``snakemake`` start pays a stat only.
+    """
+    pairs = pythia_settings_by_key(cfg)
+    settings = tuple(sorted({s for _, s in pairs}))
+    if settings in _PYTHIA_ACCEPTED:
+        return
+    marker = _pythia_cache_file(list(settings))
+    if marker is None or marker.exists():
+        _PYTHIA_ACCEPTED.add(settings)  # without Pythia (a training-only env) the simulation jobs check
+        return
+    import pythia8mc
+
+    # Pythia explains a rejection on C++ stdout: catch it for the error message, keep logs clean
+    with tempfile.TemporaryFile() as out:
+        saved = os.dup(1)
+        try:
+            os.dup2(out.fileno(), 1)
+            pythia = pythia8mc.Pythia("", False)
+            for key, setting in pairs:
+                out.seek(0)
+                out.truncate()
+                if not pythia.readString(setting):
+                    os.dup2(saved, 1)
+                    out.seek(0)
+                    why = " ".join(out.read().decode(errors="replace").split())
+                    why = why.split("PYTHIA Error:")[-1].split(":")[0].strip() if "PYTHIA Error:" in why else why
+                    verb = "does not know" if "not found" in why or not why else "rejects"
+                    raise ConfigError(f"{key}: Pythia {verb} '{setting}'" + (f" ({why})" if why else ""))
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+    _PYTHIA_ACCEPTED.add(settings)
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass  # a read-only home: check again next time
+
+
 def resolve(cfg: dict) -> dict:
-    """Validate ``cfg``, fill in the schema's defaults, check cross references. Returns a new dict."""
+    """Validate ``cfg``, fill in the schema's defaults, check cross references and every Pythia
+    setting. Returns a new dict."""
     cfg = copy.deepcopy(cfg) if cfg else {}
     _fill_defaults(cfg, schema())
     check(cfg)
+    check_pythia_settings(cfg)
     return cfg
 
 

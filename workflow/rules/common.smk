@@ -4,7 +4,9 @@ import os
 import yaml
 
 from rs3l import config as rs3l_config
+from rs3l import plan as rs3l_plan
 from rs3l.atomic import write_text
+from rs3l.data.fragment_list import write_fragment_list
 
 # Cross-reference checks (view, process and class names) on top of the schema;
 # raises rs3l.config.ConfigError naming the key before any job runs.
@@ -18,6 +20,8 @@ CONFIG_HASH = rs3l_config.config_hash(config)
 PROCESSES = SIM["processes"]
 CHUNKS = list(range(SIM["chunks"]))
 INSTANCES = rs3l_config.view_instances(config)
+MERGE_PARTS = rs3l_plan.merge_parts(config)
+MERGE_HASH = rs3l_plan.merge_hash(config)
 FT = config["finetune"]
 # deep (gradient) arms, one job per repeat seed; the probes and the BDT run in one `probe` job
 ARMS = [
@@ -42,15 +46,26 @@ wildcard_constraints:
     replica=r"\d+",
     fraction=r"[0-9.]+",
     seed=r"\d+",
+    part=r"\d{5}",
 
 
-def fragments(wildcards=None):
-    return [
-        f"{R}/fragments/{p}/chunk{c}/{v}.r{r}.parquet"
-        for p in PROCESSES
-        for c in CHUNKS
-        for v, r in INSTANCES
-    ]
+# The fragments of each merge part, built once: an input function that rebuilt a list of all
+# fragments for every job would make the DAG quadratic in the number of units.
+PART_FRAGMENTS = [
+    [f"{R}/fragments/{p}/chunk{c}/{v}.r{r}.parquet" for p, c in groups for v, r in INSTANCES]
+    for groups in MERGE_PARTS
+]
+
+
+def part_fragments(wildcards):
+    return PART_FRAGMENTS[int(wildcards.part)]
+
+
+# Fragment paths reach `rs3l merge` as a file (31,500 paths do not fit on a command line).
+# Written at parse time, atomically and only when its content changes (an unchanged list keeps
+# its mtime, so the merge is not re-run).
+for _part, _paths in enumerate(PART_FRAGMENTS):
+    write_fragment_list(f"{R}/data/parts/part-{_part:05d}.fragments.txt", _paths)
 
 
 def evaluations(wildcards=None):

@@ -1,0 +1,249 @@
+"""The shape of a run before it starts: merge parts (used by the workflow) and ``rs3l plan``.
+
+Light on imports (no pyarrow, no Pythia): Snakemake imports it at parse time.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from rs3l.config import config_hash
+
+
+def merge_groups(cfg: dict) -> list[tuple[str, int]]:
+    """Every (process, chunk) group of fragments, in the order the merge writes them."""
+    return [(p, c) for p in cfg["simulation"]["processes"] for c in range(cfg["simulation"]["chunks"])]
+
+
+def merge_parts(cfg: dict) -> list[list[tuple[str, int]]]:
+    """The (process, chunk) groups of each parallel merge job: ``merge.chunks_per_part`` consecutive
+    groups each (the last part may have fewer). One part gives the single merge's shards exactly."""
+    groups, size = merge_groups(cfg), cfg["merge"]["chunks_per_part"]
+    return [groups[i:i + size] for i in range(0, len(groups), size)]
+
+
+def merge_hash(cfg: dict) -> str:
+    """Hash of what decides the merged data besides the fragments (the ``merge`` section)."""
+    return config_hash({"merge": cfg["merge"]})
+
+
+# ---------------------------------------------------------------------------------------------
+# `rs3l plan`: jobs, Slurm submissions, CPU-hours, disk and merged jets of a config, before a run.
+# ---------------------------------------------------------------------------------------------
+
+#: Where the figures below come from (printed with the plan).
+SOURCE_HERE = ("measured on the 2-core dev VM (2026-11-22), default config, `rs3l generate --events 400` and "
+               "`rs3l resimulate` on it (400 events; parton/detector views 200, vincia 60); rates exclude Pythia init")
+SOURCE_DESIGN = "DESIGN.md (ttbar, pT-hat > 400 GeV, one core)"
+
+#: Re-simulation rate of the nominal view (default shower, MPI on) per process, events/s on one core.
+NOMINAL_RATE = {"qcd": 125.0, "top": 138.0, "wqq": 138.0, "hbb": 135.0}  # hbb: back to back with top, 300 events (a first run under load gave 66)
+#: Processes not measured: assumed to cost like a measured one with the same kind of final state.
+ASSUMED_LIKE = {"zqq": "wqq", "zbb": "wqq", "hcc": "hbb"}
+#: Rate of a kind of view relative to the nominal view, measured on top with the same LHE file, back
+#: to back (200 events each; vincia 60): parton and detector views re-run the shared shower.
+VIEW_FACTOR = {
+    "nominal": (1.0, "-"),
+    "mpi_off": (4.0, "DESIGN.md: 280 vs 70 ev/s; here 4.5 (0.3 s vs 1.35 s for 200 events)"),
+    "vincia": (7.9 / 148.0, "measured here: 7.9 vs 148 ev/s (19x slower); DESIGN.md ~5 vs 70 ev/s"),
+    "parton": (0.96, "measured here: 1.40 s vs 1.35 s for 200 events (shared shower, own hadronization)"),
+    "detector": (0.90, "measured here: 1.50 s vs 1.35 s for 200 events (shared generator-level event)"),
+}
+#: Hard process (generate) rate, events/s, and the fixed cost of every job (Python start, imports,
+#: Pythia init), seconds: `rs3l resimulate --max-events 1` takes 1.3 s wall here.
+HARD_RATE = (3000.0, SOURCE_DESIGN + "; 12,000-22,000 ev/s here")
+JOB_OVERHEAD_S = (1.3, SOURCE_HERE)
+#: Labelled jets per hard event in the nominal view, per class (default jets window 450-1200 GeV).
+JETS_PER_EVENT = {
+    "qcd": {"g": 0.595, "q": 0.448, "c": 0.015, "b": 0.010},
+    "top": {"top": 0.557}, "wqq": {"wqq": 0.520}, "hbb": {"hbb": 0.492},
+}
+#: Parquet bytes per jet and view (fragment row), per process; LHE bytes per event.
+FRAGMENT_BYTES_PER_ROW = {"qcd": 1677, "top": 2062, "wqq": 1350, "hbb": 1832}
+LHE_BYTES_PER_EVENT = {"qcd": 104, "top": 385, "wqq": 175, "hbb": 172}
+#: Merged shard bytes per row relative to fragment bytes per row (smoke run: 2174 / 2120 B).
+SHARD_TO_FRAGMENT = 1.03
+#: Merge throughput, jet-view rows per second on one core (benchmarks/bench_scale.py).
+MERGE_ROWS_PER_S = (45000.0, "benchmarks/bench_scale.py on the dev VM: 128k jets x 4 views in 10.3 CPU s")
+
+
+def _measured(table: dict, process: str):
+    """(value, note) for ``process``: measured, or taken from a process with a similar final state."""
+    if process in table:
+        return table[process], ""
+    like = ASSUMED_LIKE.get(process, "top")
+    return table[like], f"{process}: not measured, taken as {like}"
+
+
+def _view_kind(view: dict) -> str:
+    settings = {" ".join(s.replace("=", " = ").split()) for s in view["settings"]}
+    if "PartonShowers:model = 2" in settings:
+        return "vincia"
+    if "PartonLevel:MPI = off" in settings:
+        return "mpi_off"
+    return {"hard": "nominal"}.get(view["intervention"], view["intervention"])
+
+
+def _yaml(path: Path) -> dict:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def _rule_groups(rules_dir: Path) -> dict[str, str]:
+    """{rule: group} from the ``group:`` directives of the rule files (read as text: no Snakemake)."""
+    import re
+
+    groups = {}
+    for smk in sorted(rules_dir.glob("*.smk")):
+        for block in re.split(r"^(?=rule \w+:)", smk.read_text(), flags=re.M):
+            m = re.match(r"rule (\w+):", block)
+            g = re.search(r"^\s+group:\s*(?:\n\s*)?[\"']([^\"']+)[\"']", block, flags=re.M)
+            if m and g:
+                groups[m.group(1)] = g.group(1)
+    return groups
+
+
+def _group_components(profile: dict) -> dict[str, int]:
+    """The profile's group-components, as {group: n}; both YAML forms ({g: n} and [g=n]) are read."""
+    raw = profile.get("group-components") or {}
+    items = raw.items() if isinstance(raw, dict) else (str(x).split("=", 1) for x in raw if "=" in str(x))
+    out = {}
+    for name, n in items:
+        try:
+            out[str(name).strip()] = max(1, int(n))
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def job_counts(cfg: dict) -> dict[str, int]:
+    """Jobs per rule that a fresh `snakemake` run of ``cfg`` schedules (the workflow's fan-out)."""
+    sim, ft = cfg["simulation"], cfg["finetune"]
+    units = len(sim["processes"]) * sim["chunks"] * sum(sim["replicas"].get(v, 1) for v in sim["views"])
+    # deep fine-tuning arms, one job per repeat seed; the probes and the BDT run in one `probe` job
+    arms = len(ft["tasks"]) * len(ft["modes"]) * len(ft["label_fractions"]) * ft.get("seeds", 1)
+    return {"tracking_init": 1, "generate": len(sim["processes"]) * sim["chunks"], "resimulate": units,
+            "merge_part": len(merge_parts(cfg)), "merge": 1, "export_root": 1, "pretrain": 1,
+            "finetune": arms, "evaluate": arms, "probe": 1, "report": 1, "all": 1}
+
+
+def plan(cfg: dict, profile_path: Path | None = None, rules_dir: Path | None = None) -> dict:
+    """Everything ``rs3l plan`` prints, as a dict (see :func:`format_plan`)."""
+    from rs3l.config import view_instances
+
+    repo = Path(__file__).resolve().parents[2]
+    profile_path = profile_path or repo / "workflow" / "profiles" / "slurm" / "config.yaml"
+    rules_dir = rules_dir or repo / "workflow" / "rules"
+    sim, notes = cfg["simulation"], []
+    jobs = job_counts(cfg)
+    events = sim["events_per_chunk"]
+    instances = view_instances(cfg)
+    # CPU seconds and disk per stage
+    cpu = {"generate": 0.0, "resimulate": 0.0, "merge": 0.0}
+    disk = {"lhe": 0.0, "fragments": 0.0, "shards": 0.0}
+    jets = {s: defaultdict(float) for s in ("train", "val", "test")}
+    rows_total = 0.0
+    for process in sim["processes"]:
+        rate, note = _measured(NOMINAL_RATE, process)
+        per_class, _ = _measured(JETS_PER_EVENT, process)
+        row_bytes, _ = _measured(FRAGMENT_BYTES_PER_ROW, process)
+        lhe_bytes, _ = _measured(LHE_BYTES_PER_EVENT, process)
+        if note:
+            notes.append(note)
+        label = cfg["processes"][process]["labelling"]
+        if label["kind"] == "resonance" and label["label"] not in per_class:
+            per_class = {label["label"]: sum(per_class.values())}
+        n_events = events * sim["chunks"]
+        cpu["generate"] += sim["chunks"] * (events / HARD_RATE[0] + JOB_OVERHEAD_S[0])
+        disk["lhe"] += n_events * lhe_bytes
+        jets_per_event = sum(per_class.values())
+        for view, _replica in instances:
+            factor = VIEW_FACTOR[_view_kind(cfg["views"][view])][0]
+            cpu["resimulate"] += sim["chunks"] * (events / (rate * factor) + JOB_OVERHEAD_S[0])
+            disk["fragments"] += n_events * jets_per_event * row_bytes
+        rows = n_events * jets_per_event * len(instances)
+        rows_total += rows
+        disk["shards"] += rows * row_bytes * SHARD_TO_FRAGMENT
+        for split, fraction in cfg["merge"]["splits"].items():
+            for cls, per_event in per_class.items():
+                jets[split][cls] += n_events * per_event * fraction
+    cpu["merge"] = rows_total / MERGE_ROWS_PER_S[0] + jobs["merge_part"] * JOB_OVERHEAD_S[0]
+    # Slurm submissions: rules in a group are bundled group-components at a time
+    profile = _yaml(profile_path)
+    components = _group_components(profile)
+    rule_group = _rule_groups(rules_dir) if rules_dir.exists() else {}
+    if "resimulate" not in rule_group and len(components) == 1:
+        rule_group["resimulate"] = next(iter(components))
+        notes.append(f"resimulate's group not found in {rules_dir}; assumed {rule_group['resimulate']!r}")
+    submissions = {}
+    for rule, n in jobs.items():
+        if rule in ("all", "merge", "tracking_init"):
+            continue  # local rules: no submission
+        per = components.get(rule_group.get(rule, ""), 1)
+        submissions[rule] = -(-n // per)
+    return {"jobs": jobs, "submissions": submissions, "group_size": {r: components.get(g, 1) for r, g in rule_group.items()},
+            "profile": str(profile_path) if profile else f"{profile_path} (not found: one submission per job)",
+            "cpu_hours": {k: v / 3600 for k, v in cpu.items()}, "disk_gb": {k: v / 1e9 for k, v in disk.items()},
+            "jets": {s: dict(v) for s, v in jets.items()}, "rows": rows_total, "events": events * sim["chunks"],
+            "views": {v: _view_kind(cfg["views"][v]) for v, _ in dict.fromkeys(instances)}, "notes": notes}
+
+
+def format_plan(p: dict, cfg: dict) -> str:
+    """The plan as text: jobs and submissions, CPU-hours, disk, merged jets, and every figure's source."""
+    sim = cfg["simulation"]
+    units = p["jobs"]["resimulate"]
+    lines = [f"rs3l plan: {len(sim['processes'])} processes x {sim['chunks']} chunks x "
+             f"{units // max(1, len(sim['processes']) * sim['chunks'])} view instances = {units} units "
+             f"(resimulate jobs) of {sim['events_per_chunk']} events",
+             "", f"{'rule':<14}{'jobs':>10}{'Slurm submissions':>20}   (profile {p['profile']})"]
+    for rule, n in p["jobs"].items():
+        sub = p["submissions"].get(rule)
+        group = p["group_size"].get(rule, 1)
+        extra = f"  ({group} jobs per submission)" if sub is not None and group > 1 else ""
+        lines.append(f"{rule:<14}{n:>10}{(str(sub) if sub is not None else 'local'):>20}{extra}")
+    lines.append(f"{'total':<14}{sum(p['jobs'].values()):>10}{sum(p['submissions'].values()):>20}")
+    lines += ["", "CPU-hours (one core each):"]
+    for stage, h in p["cpu_hours"].items():
+        lines.append(f"  {stage:<12}{h:12.2f}")
+    lines.append(f"  {'total':<12}{sum(p['cpu_hours'].values()):12.2f}   (pretrain/finetune/evaluate: GPU jobs, not estimated)")
+    lines += ["", "disk (GB):"]
+    for what, gb in p["disk_gb"].items():
+        lines.append(f"  {what:<12}{gb:12.2f}")
+    lines += ["", "merged jets per class (labelled jets per event x events x split fraction):",
+              f"  {'class':<8}" + "".join(f"{s:>12}" for s in p["jets"]) + f"{'total':>12}"]
+    classes = [c for c in cfg["classes"] if any(c in p["jets"][s] for s in p["jets"])]
+    for c in classes:
+        vals = [p["jets"][s].get(c, 0.0) for s in p["jets"]]
+        lines.append(f"  {c:<8}" + "".join(f"{v:12,.0f}" for v in vals) + f"{sum(vals):12,.0f}")
+    total = [sum(p["jets"][s].values()) for s in p["jets"]]
+    lines.append(f"  {'all':<8}" + "".join(f"{v:12,.0f}" for v in total) + f"{sum(total):12,.0f}"
+                 f"   ({p['rows']:,.0f} jet-view rows)")
+    kinds = defaultdict(list)
+    for v, k in p["views"].items():
+        kinds[k].append(v)
+    lines += ["", "figures used (per core):"]
+    for process in sim["processes"]:
+        rate, note = _measured(NOMINAL_RATE, process)
+        lines.append(f"  {process}: nominal view {rate:.0f} ev/s, {sum(_measured(JETS_PER_EVENT, process)[0].values()):.3f} "
+                     f"labelled jets/event, {_measured(FRAGMENT_BYTES_PER_ROW, process)[0]} B per fragment row"
+                     + (f"  [{note}]" if note else "  [" + SOURCE_HERE.split(",")[0] + "]"))
+    for kind, views in kinds.items():
+        factor, source = VIEW_FACTOR[kind]
+        lines.append(f"  views {', '.join(views)}: {kind}, rate x {factor:.3f}" + (f"  [{source}]" if kind != "nominal" else ""))
+    lines += [f"  hard process {HARD_RATE[0]:.0f} ev/s [{HARD_RATE[1]}]",
+              f"  per-job overhead {JOB_OVERHEAD_S[0]} s (start, imports, Pythia init) [measured here]",
+              f"  merge {MERGE_ROWS_PER_S[0]:,.0f} rows/s [{MERGE_ROWS_PER_S[1]}]",
+              f"  source of 'measured here': {SOURCE_HERE}",
+              "  DESIGN.md measured ttbar with MPI at ~70 ev/s (here ~140): on slower cores double the CPU-hours"]
+    lines += [f"  note: {n}" for n in p["notes"]]
+    return "\n".join(lines)
+
+
+def main(cfg: dict, args) -> None:
+    p = plan(cfg, Path(args.profile) if args.profile else None)
+    print(format_plan(p, cfg))
