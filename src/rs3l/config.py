@@ -154,19 +154,6 @@ def pythia_settings_by_key(cfg: dict) -> list[tuple[str, str]]:
     return out
 
 
-def _pythia_cache_file(settings: list[str]) -> Path | None:
-    """Marker file of a settings set already accepted by this Pythia build (None: no Pythia, no cache)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("pythia8mc")
-    if spec is None or spec.origin is None:
-        return None
-    st = os.stat(spec.origin)  # the Pythia build: a new version re-checks everything
-    key = json.dumps([spec.origin, st.st_size, st.st_mtime_ns, sorted(set(settings))])
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rs3l" / "pythia-settings"
-    return cache / hashlib.sha256(key.encode()).hexdigest()[:24]
-
-
 _PYTHIA_ACCEPTED: set[tuple[str, ...]] = set()
 
 
@@ -175,16 +162,17 @@ def check_pythia_settings(cfg: dict) -> None:
 
     Raises ConfigError naming the key and the setting, e.g.
     ``views.fsr_down.settings: Pythia does not know 'TimeShower:renormMultFak = 4'``. About 0.3 s
-    (import + one ``Pythia``); cached per settings set in memory and in ``~/.cache/rs3l``, so every
-    later ``rs3l`` command and ``snakemake`` start pays a stat only.
+    (import + one ``Pythia``), cached per settings set in memory. Nothing is written outside the
+    project (no user cache): each process checks once. Without Pythia installed (a training-only
+    environment) the check is skipped; the simulation jobs, which need Pythia, did it.
     """
     pairs = pythia_settings_by_key(cfg)
     settings = tuple(sorted({s for _, s in pairs}))
     if settings in _PYTHIA_ACCEPTED:
         return
-    marker = _pythia_cache_file(list(settings))
-    if marker is None or marker.exists():
-        _PYTHIA_ACCEPTED.add(settings)  # without Pythia (a training-only env) the simulation jobs check
+    import importlib.util
+
+    if importlib.util.find_spec("pythia8mc") is None:
         return
     import pythia8mc
 
@@ -208,11 +196,6 @@ def check_pythia_settings(cfg: dict) -> None:
             os.dup2(saved, 1)
             os.close(saved)
     _PYTHIA_ACCEPTED.add(settings)
-    try:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
-    except OSError:
-        pass  # a read-only home: check again next time
 
 
 def resolve(cfg: dict) -> dict:

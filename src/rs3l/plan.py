@@ -125,11 +125,12 @@ def job_counts(cfg: dict) -> dict[str, int]:
     """Jobs per rule that a fresh `snakemake` run of ``cfg`` schedules (the workflow's fan-out)."""
     sim, ft = cfg["simulation"], cfg["finetune"]
     units = len(sim["processes"]) * sim["chunks"] * sum(sim["replicas"].get(v, 1) for v in sim["views"])
-    # deep fine-tuning arms, one job per repeat seed; the probes and the BDT run in one `probe` job
+    # deep fine-tuning arms, one job per repeat seed (each evaluates its model too); the probes and
+    # the BDT run in one `probe` job
     arms = len(ft["tasks"]) * len(ft["modes"]) * len(ft["label_fractions"]) * ft.get("seeds", 1)
     return {"tracking_init": 1, "generate": len(sim["processes"]) * sim["chunks"], "resimulate": units,
             "merge_part": len(merge_parts(cfg)), "merge": 1, "export_root": 1, "pretrain": 1,
-            "finetune": arms, "evaluate": arms, "probe": 1, "report": 1, "all": 1}
+            "finetune": arms, "probe": 1, "report": 1, "all": 1}
 
 
 def plan(cfg: dict, profile_path: Path | None = None, rules_dir: Path | None = None) -> dict:
@@ -210,7 +211,7 @@ def format_plan(p: dict, cfg: dict) -> str:
     lines += ["", "CPU-hours (one core each):"]
     for stage, h in p["cpu_hours"].items():
         lines.append(f"  {stage:<12}{h:12.2f}")
-    lines.append(f"  {'total':<12}{sum(p['cpu_hours'].values()):12.2f}   (pretrain/finetune/evaluate: GPU jobs, not estimated)")
+    lines.append(f"  {'total':<12}{sum(p['cpu_hours'].values()):12.2f}   (pretrain/finetune/probe: GPU jobs, not estimated)")
     lines += ["", "disk (GB):"]
     for what, gb in p["disk_gb"].items():
         lines.append(f"  {what:<12}{gb:12.2f}")
