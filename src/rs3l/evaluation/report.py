@@ -221,11 +221,14 @@ def robustness_statements(rows: list[dict], held_out: list[str]) -> list[str]:
             a, b = row.get(f"w1_{v}"), (twin or {}).get(f"w1_{v}")
             if a is None or b is None:
                 continue
-            sa, sb = row.get(f"w1_{v}_std") or 0.0, twin.get(f"w1_{v}_std") or 0.0
-            word = ("smaller" if a + sa < b - sb else "larger" if a - sa > b + sb else "compatible within one std")
+            sa, sb = row.get(f"w1_{v}_std"), twin.get(f"w1_{v}_std")
+            if sa is None or sb is None:
+                word = "one seed only, no spread to judge the difference by"
+            else:
+                word = "smaller" if a + sa < b - sb else "larger" if a - sa > b + sb else "compatible within one std"
             out.append(f"{row['task']}, {_fmt('label_fraction', row['label_fraction'])} of the labels, held-out view "
-                       f"{v}: W1 of the score shift {a:.4f} ± {sa:.4f} (pre-trained, full) vs {b:.4f} ± {sb:.4f} "
-                       f"(scratch): {word}.")
+                       f"{v}: W1 of the score shift {_pm(row, f'w1_{v}')} (pre-trained, full) vs "
+                       f"{_pm(twin, f'w1_{v}')} (scratch): {word}.")
     return out
 
 
