@@ -42,6 +42,10 @@ rule resimulate:
         mem_mb=2000,
         cpus_per_task=1,
     retries: 2
+    # Bundled on clusters: the slurm profile's group-components (resim=50) puts many units into
+    # one submission; locally groups are inactive.
+    group:
+        "resim"
     conda:
         "../envs/simulation.yaml"
     shell:
