@@ -136,7 +136,8 @@ if [[ -e $dir/$marker ]] && is_up; then
 fi
 
 # A system Slurm/munge is no obstacle: this cluster has its own config, ports and munge socket.
-sys_pids=$(pgrep -d, '^(slurmctld|slurmd|munged)$' || true)
+sys_pids=$(for n in slurmctld slurmd munged; do pgrep -x "$n" || true; done | tr '\n' ' ')
+sys_pids=${sys_pids% }
 [[ -z $sys_pids ]] || say "other Slurm/munge processes run on this machine (pids $sys_pids); leaving them alone"
 
 stop >/dev/null 2>&1 || true  # leftovers of an earlier start in this folder (by their recorded PIDs)
