@@ -14,6 +14,8 @@
 #   eval "$(bash scripts/slurm-local.sh start)"   # then sbatch/squeue/snakemake reach it
 #
 # DIR defaults to $RS3L_SLURM_DIR, else .slurm-local/ in the repository (git-ignored).
+# RS3L_SLURM_CPUS=<n> makes the node offer n CPUs even where the machine has fewer (to run the
+# slurm profile's resource requests unchanged on a small machine; Slurm then oversubscribes).
 # Needs root (slurmd launches the jobs) and the Debian packages
 #   slurmctld slurmd slurm-client munge
 # (scripts/setup.sh --with-slurm installs them without starting or enabling their services).
@@ -170,7 +172,10 @@ print(*ports)
 PY
 )
 
-cpus=$(nproc)
+cpus=${RS3L_SLURM_CPUS:-$(nproc)}
+[[ $cpus =~ ^[1-9][0-9]*$ ]] || { say "RS3L_SLURM_CPUS must be a positive number"; exit 1; }
+overrides=""
+(( cpus <= $(nproc) )) || overrides="SlurmdParameters=config_overrides"
 mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
 host=$(hostname -s)
 : > "$dir/plugstack.conf"
@@ -206,6 +211,7 @@ ReturnToService=2
 MinJobAge=600
 SlurmctldTimeout=30
 SlurmdTimeout=30
+$overrides
 NodeName=$node NodeHostname=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=$partition Nodes=$node Default=YES MaxTime=INFINITE State=UP
 CONF
