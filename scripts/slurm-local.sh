@@ -6,8 +6,8 @@
 # only the daemons it started (by the PIDs it recorded). A system Slurm or munge on the same
 # machine is left alone; the private cluster runs beside it.
 #
-#   scripts/slurm-local.sh start [DIR]   # prints the lines to eval: export SLURM_CONF=... and
-#                                        # export RS3L_SLURM_PARTITION=...
+#   scripts/slurm-local.sh start [DIR]   # prints the lines to eval: export SLURM_CONF=...,
+#                                        # export PATH=DIR/bin:$PATH, export RS3L_SLURM_PARTITION=...
 #   scripts/slurm-local.sh stop [DIR]    # cancels its jobs, stops its daemons; nothing started -> no-op
 #   scripts/slurm-local.sh status [DIR]  # exit 0 when it is up (prints the same lines as start)
 #
@@ -72,6 +72,7 @@ our_stepds() {
 
 print_env() {
     echo "export SLURM_CONF=$conf"
+    echo "export PATH=$dir/bin:\$PATH"
     echo "export RS3L_SLURM_PARTITION=$partition"
 }
 
@@ -146,7 +147,7 @@ stop >/dev/null 2>&1 || true  # leftovers of an earlier start in this folder (by
 mkdir -p "$dir"
 chmod 700 "$dir"
 touch "$dir/$marker"
-rm -rf "$dir/state" "$dir/run" "$dir/log"
+rm -rf "$dir/state" "$dir/run" "$dir/log" "$dir/bin"
 mkdir -p "$dir/state/ctld" "$dir/state/d" "$dir/run" "$dir/log" "$dir/munge"
 chmod 700 "$dir/munge"
 if [[ ! -s $dir/munge/munge.key ]]; then
@@ -215,6 +216,18 @@ $overrides
 NodeName=$node NodeHostname=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=$partition Nodes=$node Default=YES MaxTime=INFINITE State=UP
 CONF
+
+# Client commands find this cluster through SLURM_CONF. Some tools drop every SLURM_* variable
+# before they call srun (snakemake-executor-plugin-slurm-jobstep 0.6.1 does, inside each job), so
+# DIR/bin (on PATH through the printed exports) has wrappers that fall back to this cluster's config.
+mkdir -p "$dir/bin"
+for cmd in srun sbatch salloc squeue scancel sinfo scontrol sacct; do
+    real=$(command -v "$cmd" || true)
+    [[ -n $real && $real != "$dir/bin/$cmd" ]] || continue
+    printf '#!/bin/sh\n# slurm-local.sh: %s of the private cluster in %s\nexport SLURM_CONF="${SLURM_CONF:-%s}"\nexec %s "$@"\n' \
+        "$cmd" "$dir" "$conf" "$real" > "$dir/bin/$cmd"
+    chmod 755 "$dir/bin/$cmd"
+done
 
 export SLURM_CONF=$conf
 started=0

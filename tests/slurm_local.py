@@ -75,7 +75,8 @@ def alive(pid: int, name: str) -> bool:
 
 @contextlib.contextmanager
 def private_cluster(folder: Path, env: dict | None = None):
-    """Yield ``{"SLURM_CONF": ..., "RS3L_SLURM_PARTITION": ..., "dir": folder, "pids": {...}}``."""
+    """Yield the environment to use it (``SLURM_CONF``, ``PATH`` with its wrappers first,
+    ``RS3L_SLURM_PARTITION``) and ``dir``: the folder, ``pids``: the processes it started."""
     require_slurm()
     folder = Path(folder)
     started = {}
@@ -89,6 +90,8 @@ def private_cluster(folder: Path, env: dict | None = None):
         exports = dict(line.removeprefix("export ").split("=", 1) for line in res.stdout.splitlines()
                        if line.startswith("export "))
         assert exports["SLURM_CONF"] == str(folder / "slurm.conf")
+        assert exports["PATH"] == f"{folder}/bin:$PATH"
+        exports["PATH"] = exports["PATH"].replace("$PATH", os.environ.get("PATH", ""))
         assert sorted(started.values())[:3] == ["munged", "slurmctld", "slurmd"], started
         yield {**exports, "dir": folder, "pids": started}
     finally:

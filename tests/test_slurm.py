@@ -39,6 +39,7 @@ def test_smoke_workflow_runs_as_slurm_jobs_and_matches_the_local_run(slurm_clust
                          check=True)
     assert (home / ".config" / "snakemake" / "slurm").resolve() == REPO / "workflow" / "profiles" / "slurm", res.stdout
     monkeypatch.setenv("SLURM_CONF", slurm_cluster["SLURM_CONF"])
+    monkeypatch.setenv("PATH", slurm_cluster["PATH"])  # the job step's nested srun drops SLURM_CONF
     monkeypatch.setenv("RS3L_SLURM_GPUS", "0")  # no GPUs on this cluster
     start = time.monotonic()
     res = snakemake(
@@ -73,8 +74,9 @@ def test_smoke_workflow_runs_as_slurm_jobs_and_matches_the_local_run(slurm_clust
     units = total - len(re.findall(r"^localrule \w+:", out, re.M))
     assert len(submissions) < units, (len(submissions), units)
     info = subprocess.run(["scontrol", "show", "job", resim_jobs.pop()], capture_output=True, text=True).stdout
-    print(f"\nslurm: {len(submissions)} submissions for {units} units (6 resimulate units in 1 bundle); "
-          f"workflow wall time {wall:.0f} s\nbundle: {' '.join(re.findall(r'(?:NumCPUs|TimeLimit|MinMemoryNode)=\S+', info))}")
+    bundle = " ".join(re.findall(r"(?:NumCPUs|TimeLimit|MinMemoryNode)=\S+", info))
+    print(f"\nslurm: {len(submissions)} submissions for {units} units (6 resimulate units in 1 bundle: {bundle});"
+          f" workflow wall time {wall:.0f} s")
     assert list(slurm_logs.rglob("*.log"))
     # the outputs equal those of the local run
     local = json.loads((smoke_run["results"] / "data" / "manifest.json").read_text())

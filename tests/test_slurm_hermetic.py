@@ -20,9 +20,13 @@ INSTALL_PROFILE = REPO / "scripts" / "install-profile.sh"
 RS3L_PROFILE = REPO / "workflow" / "profiles" / "slurm"
 
 
-def run_job(cluster: dict, text: str) -> str:
+def run_job(cluster: dict, text: str, via_path: bool = False) -> str:
+    """srun a job on ``cluster``: found through SLURM_CONF, or (``via_path``) with no SLURM_CONF at all,
+    through the wrappers on the cluster's PATH, as a tool that drops every SLURM_* variable would."""
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
+    env.update({"PATH": cluster["PATH"]} if via_path else {"SLURM_CONF": cluster["SLURM_CONF"]})
     res = subprocess.run(["srun", "-N1", "-n1", "--time=1", "bash", "-c", f"echo {text} $SLURM_JOB_ID $SLURMD_NODENAME"],
-                         capture_output=True, text=True, timeout=60, env={**os.environ, "SLURM_CONF": cluster["SLURM_CONF"]})
+                         capture_output=True, text=True, timeout=60, env=env)
     assert res.returncode == 0, res.stderr
     return res.stdout
 
@@ -88,8 +92,8 @@ def test_private_cluster_leaves_system_files_and_other_daemons_alone(decoys, for
         for port in ("SlurmctldPort=6817", "SlurmdPort=6818"):
             assert port not in conf
         assert f"AuthInfo=socket={folder}/munge/munge.socket" in conf
-        assert "job" in run_job(cluster, "job")
         assert "rs3l-node" in run_job(cluster, "job")
+        assert "rs3l-node" in run_job(cluster, "job without SLURM_CONF", via_path=True)
     for path, content in decoys.items():
         assert path.read_bytes() == content, f"{path} changed"
     for p in foreign_daemons:
