@@ -26,7 +26,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 dir=${2:-${RS3L_SLURM_DIR:-$repo/.slurm-local}}
 marker=.rs3l-slurm-local
 partition=rs3l
-node=rs3l-node
+node=$(hostname -s)  # a resolvable name: DDP (Lightning) uses the node list as its master address
 
 say() { echo "slurm-local: $*" >&2; }
 refuse() { say "refused: $*"; exit 3; }

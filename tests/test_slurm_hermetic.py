@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -92,8 +94,10 @@ def test_private_cluster_leaves_system_files_and_other_daemons_alone(decoys, for
         for port in ("SlurmctldPort=6817", "SlurmdPort=6818"):
             assert port not in conf
         assert f"AuthInfo=socket={folder}/munge/munge.socket" in conf
-        assert "rs3l-node" in run_job(cluster, "job")
-        assert "rs3l-node" in run_job(cluster, "job without SLURM_CONF", via_path=True)
+        node = socket.gethostname().split(".")[0]
+        assert re.fullmatch(rf"job \d+ {node}\n", run_job(cluster, "job"))
+        assert re.fullmatch(rf"job without SLURM_CONF \d+ {node}\n",
+                            run_job(cluster, "job without SLURM_CONF", via_path=True))
     for path, content in decoys.items():
         assert path.read_bytes() == content, f"{path} changed"
     for p in foreign_daemons:
@@ -189,7 +193,7 @@ def test_snakemake_finds_the_installed_profile_by_name(tmp_path):
     home.mkdir()
     install_profile(home)
     env = {k: v for k, v in os.environ.items() if k != "XDG_CONFIG_HOME"}
-    env.update(HOME=str(home), RS3L_SLURM_GPUS="0")
+    env.update(HOME=str(home), RS3L_SLURM_GPUS="0", RS3L_PRETRAIN_GPUS="2")
     snakemake = Path(sys.executable).parent / "snakemake"
     res = subprocess.run([str(snakemake), "--profile", "slurm", "-n", "--configfile", "config/smoke.yaml",
                           "--config", f"results_dir={tmp_path / 'results'}", "--slurm-no-account"],
@@ -198,4 +202,8 @@ def test_snakemake_finds_the_installed_profile_by_name(tmp_path):
     assert res.returncode == 0, out[-3000:]
     assert "Using profile slurm" in out
     # the re-simulation units are bundled into one group job
-    assert "Group job resim" in out or "group job resim" in out.lower(), out[-3000:]
+    assert "group job resim" in out.lower(), out[-3000:]
+    # GPUs from the environment: DDP pre-training with one task per GPU, the other rules without
+    resources = dict(re.findall(r"^rule (\w+):\n(?:.*\n)*?\s+resources: (.*)$", out, re.M))
+    assert "gpu=2, tasks_per_gpu=1" in resources["pretrain"], resources["pretrain"]
+    assert "gpu=0" in resources["finetune"] and "gpu=0" in resources["evaluate"]
