@@ -105,10 +105,12 @@ stop() {
         [[ -z $(our_stepds) ]] && break
         sleep 0.5
     done
-    if pid=$(our_pid "$dir/run/slurmd.pid" slurmd); then stop_pid "$pid" slurmd; fi
-    for pid in $(our_stepds); do stop_pid "$pid" slurmstepd; done
-    if pid=$(our_pid "$dir/run/slurmctld.pid" slurmctld); then stop_pid "$pid" slurmctld; fi
-    if pid=$(our_pid "$dir/munge/munged.pid" munged); then stop_pid "$pid" munged; fi
+    local stopped=0
+    if pid=$(our_pid "$dir/run/slurmd.pid" slurmd); then stop_pid "$pid" slurmd; stopped=1; fi
+    for pid in $(our_stepds); do stop_pid "$pid" slurmstepd; stopped=1; done
+    if pid=$(our_pid "$dir/run/slurmctld.pid" slurmctld); then stop_pid "$pid" slurmctld; stopped=1; fi
+    if pid=$(our_pid "$dir/munge/munged.pid" munged); then stop_pid "$pid" munged; stopped=1; fi
+    [[ $stopped == 1 ]] || say "nothing running in $dir"
     rm -f "$dir/run/slurmctld.pid" "$dir/run/slurmd.pid" "$dir/munge/munged.pid"
 }
 
