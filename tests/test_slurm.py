@@ -58,25 +58,29 @@ def test_smoke_workflow_runs_as_slurm_jobs_and_matches_the_local_run(slurm_clust
     assert "Using profile slurm" in out or "Using profiles slurm" in out, out[:2000]
     submissions = set(re.findall(r"SLURM jobid (\d+)", out))
     assert submissions, out[-3000:]
-    # every re-simulation ran inside a Slurm job, all six units in one bundled submission
-    logs = sorted((results / "logs" / "resimulate").glob("*.log"))
-    assert len(logs) == 6
-    resim_jobs = set()
-    for log in logs:
-        m = re.search(r"running as Slurm job (\d+)", log.read_text())
-        assert m, log
-        resim_jobs.add(m.group(1))
-    assert len(resim_jobs) == 1, resim_jobs
-    assert resim_jobs <= submissions
+    # every generation and re-simulation ran inside a Slurm job; the units of each rule in one
+    # bundled submission (6 resimulate, 2 generate)
+    bundles = {}
+    for rule, n in (("resimulate", 6), ("generate", 2)):
+        logs = sorted((results / "logs" / rule).glob("*.log"))
+        assert len(logs) == n
+        jobs = set()
+        for log in logs:
+            m = re.search(r"running as Slurm job (\d+)", log.read_text())
+            assert m, log
+            jobs.add(m.group(1))
+        assert len(jobs) == 1, (rule, jobs)
+        assert jobs <= submissions
+        bundles[rule] = jobs.pop()
     # units: every job of the run (Snakemake's job stats) but those it ran locally (localrule ...)
     stats = out[out.index("Job stats:"):]
     total = int(re.search(r"^total\s+(\d+)$", stats, re.M).group(1))
     units = total - len(re.findall(r"^localrule \w+:", out, re.M))
     assert len(submissions) < units, (len(submissions), units)
-    info = subprocess.run(["scontrol", "show", "job", resim_jobs.pop()], capture_output=True, text=True).stdout
+    info = subprocess.run(["scontrol", "show", "job", bundles["resimulate"]], capture_output=True, text=True).stdout
     bundle = " ".join(re.findall(r"(?:NumCPUs|TimeLimit|MinMemoryNode)=\S+", info))
-    print(f"\nslurm: {len(submissions)} submissions for {units} units (6 resimulate units in 1 bundle: {bundle});"
-          f" workflow wall time {wall:.0f} s")
+    print(f"\nslurm: {len(submissions)} submissions for {units} units (6 resimulate units in 1 bundle: {bundle};"
+          f" 2 generate units in 1); workflow wall time {wall:.0f} s")
     assert list(slurm_logs.rglob("*.log"))
     # the outputs equal those of the local run
     local = json.loads((smoke_run["results"] / "data" / "manifest.json").read_text())

@@ -18,6 +18,9 @@ rule generate:
         mem_mb=1000,
         cpus_per_task=1,
     retries: 2
+    # Bundled on clusters like resimulate (slurm profile: group-components gen=50).
+    group:
+        "gen"
     conda:
         "../envs/simulation.yaml"
     shell:
