@@ -3,6 +3,6 @@
 #   bash scripts/test.sh [pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh --with-slurm
+bash scripts/setup.sh --with-slurm --no-profile  # the tests install the profile under a temporary HOME
 . .venv/bin/activate
 python -m pytest "$@"

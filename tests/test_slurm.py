@@ -1,56 +1,86 @@
-"""The slurm profile on a real single-node Slurm cluster (Debian packages, started by
-scripts/slurm-local.sh): the smoke workflow runs as Slurm jobs and gives the same data
-as the local run."""
+"""The slurm profile on a real single-node Slurm cluster (Debian packages; a private cluster of
+scripts/slurm-local.sh in a temporary folder, stopped again at the end): the smoke workflow runs
+as Slurm jobs, started with the README's literal `snakemake --profile slurm`, bundles the
+re-simulation units into fewer submissions, and gives the same data as the local run."""
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
+import time
 
 import pytest
 
 from conftest import REPO, snakemake
+from slurm_local import private_cluster
 
 pytestmark = pytest.mark.slurm
 
 
 @pytest.fixture(scope="module")
-def slurm_cluster():
-    if shutil.which("slurmctld") is None:
-        pytest.fail("Slurm is not installed: run `bash scripts/setup.sh --with-slurm` (the README's test command does)")
-    res = subprocess.run(["bash", str(REPO / "scripts" / "slurm-local.sh"), "start"], capture_output=True, text=True,
-                         timeout=120)
-    assert res.returncode == 0, res.stderr
-    yield res.stdout.strip().splitlines()[-1]
+def slurm_cluster(tmp_path_factory):
+    # 4 CPUs offered even on a 2-core machine, so that the profile's own requests (pre-training
+    # asks for 4 CPUs) run unchanged; GPUs are switched off through RS3L_SLURM_GPUS below.
+    with private_cluster(tmp_path_factory.mktemp("slurm"), env={"RS3L_SLURM_CPUS": "4"}) as cluster:
+        yield cluster
 
 
-def test_smoke_workflow_runs_as_slurm_jobs_and_matches_the_local_run(slurm_cluster, smoke_run, tmp_path):
+def test_smoke_workflow_runs_as_slurm_jobs_and_matches_the_local_run(slurm_cluster, smoke_run, tmp_path,
+                                                                     monkeypatch):
     results = tmp_path / "results"
     slurm_logs = tmp_path / "slurm_logs"
-    # The repo's slurm profile, plus what a cluster without accounting and GPUs needs.
+    # A fresh HOME with the profile installed as the README's setup installs it.
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    res = subprocess.run(["bash", str(REPO / "scripts" / "install-profile.sh")], capture_output=True, text=True,
+                         check=True)
+    assert (home / ".config" / "snakemake" / "slurm").resolve() == REPO / "workflow" / "profiles" / "slurm", res.stdout
+    monkeypatch.setenv("SLURM_CONF", slurm_cluster["SLURM_CONF"])
+    monkeypatch.setenv("PATH", slurm_cluster["PATH"])  # the job step's nested srun drops SLURM_CONF
+    monkeypatch.setenv("RS3L_SLURM_GPUS", "0")  # no GPUs on this cluster
+    start = time.monotonic()
     res = snakemake(
-        "--workflow-profile", "workflow/profiles/slurm",
+        "--profile", "slurm",
+        # what this one-node cluster without accounting needs; the profile's resources stay as they are
         "--slurm-status-command", "squeue",
         "--slurm-init-seconds-before-status-checks", "2",
         "--slurm-no-account",
-        "--slurm-keep-successful-logs", "--slurm-logdir", str(slurm_logs),
-        "--default-resources", f"slurm_partition={slurm_cluster}", "mem_mb=1000", "runtime=30",
-        "--set-resources", "pretrain:gpu=0", "finetune:gpu=0", "evaluate:gpu=0",
-        "pretrain:mem_mb=2000", "finetune:mem_mb=1500", "evaluate:mem_mb=1500", "merge:mem_mb=1500",
-        "resimulate:mem_mb=1000", "pretrain:cpus_per_task=1", "finetune:cpus_per_task=1",
+        "--cores", "2",  # bundles run 2 units at a time (the profile's 8 would not fit this node)
         "--jobs", "4",
+        "--slurm-keep-successful-logs", "--slurm-logdir", str(slurm_logs),
         results_dir=results, timeout=1500,
     )
+    wall = time.monotonic() - start
     out = res.stdout + res.stderr
-    submitted = re.findall(r"SLURM jobid (\d+)|with external jobid '(\d+)'", out)
-    assert submitted, out[-3000:]
-    # every re-simulation ran inside a Slurm job: the job id is in its log
-    logs = sorted((results / "logs" / "resimulate").glob("*.log"))
-    assert len(logs) == 6
-    for log in logs:
-        assert re.search(r"running as Slurm job \d+", log.read_text()), log
+    assert "Using profile slurm" in out or "Using profiles slurm" in out, out[:2000]
+    submissions = set(re.findall(r"SLURM jobid (\d+)", out))
+    assert submissions, out[-3000:]
+    # every generation and re-simulation ran inside a Slurm job; the units of each rule in one
+    # bundled submission (6 resimulate, 2 generate)
+    bundles = {}
+    for rule, n in (("resimulate", 6), ("generate", 2)):
+        logs = sorted((results / "logs" / rule).glob("*.log"))
+        assert len(logs) == n
+        jobs = set()
+        for log in logs:
+            m = re.search(r"running as Slurm job (\d+)", log.read_text())
+            assert m, log
+            jobs.add(m.group(1))
+        assert len(jobs) == 1, (rule, jobs)
+        assert jobs <= submissions
+        bundles[rule] = jobs.pop()
+    # units: every job of the run (Snakemake's job stats) but those it ran locally (localrule ...)
+    stats = out[out.index("Job stats:"):]
+    total = int(re.search(r"^total\s+(\d+)$", stats, re.M).group(1))
+    units = total - len(re.findall(r"^localrule \w+:", out, re.M))
+    assert len(submissions) < units, (len(submissions), units)
+    info = subprocess.run(["scontrol", "show", "job", bundles["resimulate"]], capture_output=True, text=True).stdout
+    bundle = " ".join(re.findall(r"(?:NumCPUs|TimeLimit|MinMemoryNode)=\S+", info))
+    print(f"\nslurm: {len(submissions)} submissions for {units} units (6 resimulate units in 1 bundle: {bundle};"
+          f" 2 generate units in 1); workflow wall time {wall:.0f} s")
     assert list(slurm_logs.rglob("*.log"))
     # the outputs equal those of the local run
     local = json.loads((smoke_run["results"] / "data" / "manifest.json").read_text())

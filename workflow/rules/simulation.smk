@@ -18,6 +18,9 @@ rule generate:
         mem_mb=1000,
         cpus_per_task=1,
     retries: 2
+    # Bundled on clusters like resimulate (slurm profile: group-components gen=50).
+    group:
+        "gen"
     conda:
         "../envs/simulation.yaml"
     shell:
@@ -42,6 +45,10 @@ rule resimulate:
         mem_mb=2000,
         cpus_per_task=1,
     retries: 2
+    # Bundled on clusters: the slurm profile's group-components (resim=50) puts many units into
+    # one submission; locally groups are inactive.
+    group:
+        "resim"
     conda:
         "../envs/simulation.yaml"
     shell:
