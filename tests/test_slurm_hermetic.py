@@ -206,4 +206,4 @@ def test_snakemake_finds_the_installed_profile_by_name(tmp_path):
     # GPUs from the environment: DDP pre-training with one task per GPU, the other rules without
     resources = dict(re.findall(r"^rule (\w+):\n(?:.*\n)*?\s+resources: (.*)$", out, re.M))
     assert "gpu=2, tasks_per_gpu=1" in resources["pretrain"], resources["pretrain"]
-    assert "gpu=0" in resources["finetune"] and "gpu=0" in resources["evaluate"]
+    assert "gpu=0" in resources["finetune"] and "gpu=0" in resources["probe"]
