@@ -2,6 +2,8 @@
 
 
 rule pretrain:
+    # on the critical path (every pre-trained arm waits for it): start it before the scratch arms
+    priority: 10
     input:
         config=ancient(CONFIG),
         manifest=f"{R}/data/manifest.json",
