@@ -66,7 +66,7 @@ def assert_matches(path, net, shapes=((2, 3), (9, 37))):
     return worst
 
 
-@pytest.mark.parametrize("name", ["deepsets", "particlenet"])
+@pytest.mark.parametrize("name", ["deepsets", "particlenet", "transformer"])
 def test_exported_encoder_matches_torch_at_any_batch_and_jet_size(name, tmp_path, capsys):
     cfg = make_cfg(name)
     torch.manual_seed(0)
@@ -113,9 +113,9 @@ def test_bad_requests_write_nothing(tmp_path, capsys):
     out = tmp_path / "x.onnx"
     assert cli_main(["export-onnx", "--config", CONFIG, "--out", str(out)]) == 2
     assert "give exactly one of --model-dir" in capsys.readouterr().err
-    tcfg = make_cfg("transformer")
-    save_encoder(tmp_path / "transformer.pt", build_encoder("transformer", tcfg, len(FEATURES)), tcfg)
-    assert cli_main(["export-onnx", "--config", CONFIG, "--encoder", str(tmp_path / "transformer.pt"),
+    tcfg = make_cfg("particle_transformer")
+    save_encoder(tmp_path / "part.pt", build_encoder("particle_transformer", tcfg, len(FEATURES)), tcfg)
+    assert cli_main(["export-onnx", "--config", CONFIG, "--encoder", str(tmp_path / "part.pt"),
                      "--out", str(out)]) == 2
-    assert "cannot export a Transformer encoder to ONNX; exportable encoders: particlenet" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder.pt", "transformer.pt"]
+    assert ("cannot export a ParticleTransformer encoder to ONNX (its pair features" in capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder.pt", "part.pt"]
