@@ -117,5 +117,5 @@ def test_bad_requests_write_nothing(tmp_path, capsys):
     save_encoder(tmp_path / "part.pt", build_encoder("particle_transformer", tcfg, len(FEATURES)), tcfg)
     assert cli_main(["export-onnx", "--config", CONFIG, "--encoder", str(tmp_path / "part.pt"),
                      "--out", str(out)]) == 2
-    assert ("cannot export a ParticleTransformer encoder to ONNX (its pair features" in capsys.readouterr().err)
+    assert ("cannot export a ParticleTransformer encoder to ONNX (its pair features need float64" in capsys.readouterr().err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder.pt", "part.pt"]

@@ -287,7 +287,8 @@ class ParticleTransformer(nn.Module):
     normalised by a batch norm over valid constituents only (weaver's ``input_bn`` also counts
     the padding), all batch norms warm up like :class:`BatchNorm`, the sequence trimmer (which
     drops a random share of constituents in training) is off, dropout is ``dropout`` everywhere,
-    and an all-padded jet attends to its first slot instead of to nothing (nan).
+    an all-padded jet attends to its first slot instead of to nothing (nan), and the four-vectors
+    and pair features are computed in float64 (see :class:`_InFloat64`; the network stays float32).
     """
 
     FOUR_VECTOR_FEATURES = ("part_deta", "part_dphi", "part_log_pt")
@@ -329,6 +330,8 @@ class ParticleTransformer(nn.Module):
         finally:
             weaver_log.setLevel(level)
         self.part.embed.input_bn = nn.Identity()  # replaced by input_norm (valid constituents only)
+        if self.part.pair_embed is not None:
+            self.part.pair_embed.pairwise_lv_fts = _InFloat64(self.part.pair_embed.pairwise_lv_fts)
         _warm_up_batch_norms(self.part)
         self.head = nn.Linear(embed_dims[-1], latent_dim)
 
@@ -345,9 +348,27 @@ class ParticleTransformer(nn.Module):
         attend = mask.clone()
         attend[:, 0] |= ~mask.any(dim=1)
         h = self.input_norm(x, mask)
-        v = torch.where(attend.unsqueeze(1), self.four_vectors(x), torch.zeros((), dtype=x.dtype, device=x.device))
+        v = self.four_vectors(x.double())  # float64: see _InFloat64
+        v = torch.where(attend.unsqueeze(1), v, torch.zeros((), dtype=v.dtype, device=v.device))
         emb = self.part(h.transpose(1, 2), v=v, mask=attend.unsqueeze(1))
         return self.head(emb)
+
+
+class _InFloat64:
+    """ParT's pair features (ln kT, ln z, ln ΔR, ln m²) computed in float64, returned in float32.
+
+    weaver computes m² = E² - |p|², which for a particle with itself and for nearly collinear
+    pairs cancels almost completely: in float32 the rounding (~1e-7 E²) lands above or below
+    the clamp (1e-8 GeV²) at random, ln m² jumps by several units, and a 1e-6 change of one
+    log pt moved a (randomly initialised) embedding by 0.1. The four-vectors are built in
+    float64 too, since already their float32 rounding gives a massless particle a mass.
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, xi: torch.Tensor, xj: torch.Tensor) -> torch.Tensor:
+        return self.fn(xi.double(), xj.double()).float()
 
 
 def _warm_up_batch_norms(module: nn.Module) -> None:

@@ -124,10 +124,9 @@ class DenseTransformer(nn.Module):
 
 INFERENCE_FORMS = {E.DeepSets: DenseDeepSets, E.ParticleNet: DenseParticleNet, E.Transformer: DenseTransformer}
 NOT_EXPORTABLE = {
-    # measured: a dense form of it exports, but onnxruntime and torch then differ by up to 1e-2 on random jets, as
-    # much as torch float32 and float64 do, and a 1e-6 change of one log pt moves the embedding by 0.1
-    E.ParticleTransformer: "its pair features (ln m², ln ΔR of nearly collinear pairs) amplify float32 rounding, so "
-                           "no export can be checked to 1e-5",
+    # A dense form of it exports, but onnxruntime has no float64 Atan (weaver's φ = atan2(py, px)) and its pair
+    # features need float64 (see encoders._InFloat64): in float32 torch and onnxruntime differed by up to 1e-2.
+    E.ParticleTransformer: "its pair features need float64, and onnxruntime has no float64 Atan for their φ",
 }
 
 
