@@ -108,6 +108,12 @@ def _report(p):
     p.add_argument("--out-dir", required=True, help="output folder: results.csv, results.md, plots")
 
 
+def _export_onnx(p):
+    p.add_argument("--model-dir", default=None, help="output folder of `rs3l finetune` (model.pt): export the classifier")
+    p.add_argument("--encoder", default=None, help="encoder.pt of `rs3l pretrain`: export the encoder")
+    p.add_argument("--out", required=True, help="output .onnx file, written atomically after an onnxruntime check")
+
+
 COMMANDS = {
     "generate": ("rs3l.physics.generate:main", "generate hard-scattering events with Pythia 8 and write them as LHE", _generate),
     "resimulate": ("rs3l.physics.resimulate:main", "re-simulate one view of an LHE file: shower, hadronization, detector, jets -> Parquet", _resimulate),
@@ -120,6 +126,8 @@ COMMANDS = {
               "the substructure BDT baseline, every task, label fraction and seed", _probe),
     "evaluate": ("rs3l.evaluation.evaluate:main", "evaluate a fine-tuned model on the test split, per view", _evaluate),
     "report": ("rs3l.evaluation.report:main", "results table and plots from evaluation outputs", _report),
+    "export-onnx": ("rs3l.models.onnx_export:main", "export a fine-tuned classifier or a pre-trained encoder as ONNX "
+                    "(inputs x, mask; dynamic batch and particle axes)", _export_onnx),
     "plan": ("rs3l.plan:main", "jobs, Slurm submissions, CPU-hours, disk and merged jets of a config, before a run", _plan),
 }
 

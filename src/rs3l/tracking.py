@@ -58,16 +58,24 @@ def client(cfg: dict):
     return mlflow.MlflowClient(uri)
 
 
+# MLflow 3 opens an experiment without a kind in its GenAI (traces) view; this kind opens it on the training runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id(cfg: dict) -> str:
+    """The id of experiment ``tracking.experiment``, created (or tagged) with :data:`EXPERIMENT_KIND` if need be."""
     c = client(cfg)
     name = cfg["tracking"]["experiment"]
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        for key, value in EXPERIMENT_KIND.items():  # an experiment made by an older rs3l or by hand
+            if exp.tags.get(key) != value:
+                c.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
     location = None
     if tracking_uri(cfg).startswith("sqlite:///"):
         location = results_path(cfg, "mlartifacts").resolve().as_uri()
-    return c.create_experiment(name, artifact_location=location)
+    return c.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
 
 
 def init_parent(cfg: dict) -> str:

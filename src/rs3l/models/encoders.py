@@ -259,9 +259,135 @@ class DeepSets(nn.Module):
         return self.rho(pts.sum(h))
 
 
+# ----------------------------------------------------------------------------- Particle Transformer
+
+class ParticleTransformer(nn.Module):
+    """Particle Transformer (ParT, Qu, Li, Qian 2022, arXiv:2202.03772) from weaver-core, as an rs3l encoder.
+
+    Wraps ``weaver.nn.model.ParticleTransformer.ParticleTransformer`` built with
+    ``num_classes=None, fc_params=None`` (its output is the class-token embedding
+    (batch, embed_dims[-1]) after the class-attention blocks and a LayerNorm), followed by a
+    Linear to ``latent_dim``. ParT wants ``x`` (batch, features, particles), the particles'
+    four-vectors ``v`` (batch, 4, particles) = (px, py, pz, E) in GeV for its pairwise
+    attention bias (ln kT, ln z, ln ΔR, ln m² of every pair) and ``mask`` (batch, 1, particles).
+
+    The four-vectors are built from three of the input features, so ``features`` (the names
+    of the input columns, ``training.features``) must contain ``part_deta``, ``part_dphi``
+    and ``part_log_pt``: pt = exp(part_log_pt), and the massless four-vector in the jet
+    frame, px = pt cos Δφ, py = pt sin Δφ, pz = pt sinh Δη, E = pt cosh Δη. That frame is the
+    lab frame boosted along the beam by the jet's pseudo-rapidity and rotated in φ by the
+    jet's azimuth (exactly so for massless constituents, whose rapidity is their
+    pseudo-rapidity); ΔR, kT, z and the pair mass m² are invariant under both, so ParT's pair
+    features are those of the lab-frame massless constituents. ``part_log_e`` is deliberately
+    not used as E: the lab energy with a jet-frame pz would give wrong rapidities and
+    spurious pair masses (the constituents' masses, ≲ 0.5 GeV, are neglected instead).
+
+    Differences from weaver's defaults, so that the rs3l encoder contract holds (padding never
+    influences the output, the output does not depend on the particle order): the input is
+    normalised by a batch norm over valid constituents only (weaver's ``input_bn`` also counts
+    the padding), all batch norms warm up like :class:`BatchNorm`, the sequence trimmer (which
+    drops a random share of constituents in training) is off, dropout is ``dropout`` everywhere,
+    an all-padded jet attends to its first slot instead of to nothing (nan), and the four-vectors
+    and pair features are computed in float64 (see :class:`_InFloat64`; the network stays float32).
+    """
+
+    FOUR_VECTOR_FEATURES = ("part_deta", "part_dphi", "part_log_pt")
+
+    def __init__(self, n_features: int, embed_dims: list[int], pair_embed_dims: list[int], num_heads: int,
+                 num_layers: int, num_cls_layers: int, latent_dim: int, dropout: float = 0.0,
+                 features: list[str] | None = None):
+        super().__init__()
+        from weaver.nn.model.ParticleTransformer import ParticleTransformer as WeaverParT
+
+        need = ", ".join(self.FOUR_VECTOR_FEATURES)
+        if not features:
+            raise ValueError(f"particle_transformer needs the names of its input features (training.features) to "
+                             f"build the particles' four-vectors from {need}")
+        if len(features) != n_features:
+            raise ValueError(f"particle_transformer: {n_features} input features but {len(features)} feature names "
+                             f"{list(features)}")
+        missing = [f for f in self.FOUR_VECTOR_FEATURES if f not in features]
+        if missing:
+            raise ValueError(f"particle_transformer builds the particles' four-vectors from {need}, but "
+                             f"training.features {list(features)} lacks {', '.join(missing)}")
+        if embed_dims[-1] % num_heads:
+            raise ValueError(f"encoders.particle_transformer: embed_dims[-1] ({embed_dims[-1]}) must be divisible by "
+                             f"num_heads ({num_heads})")
+        self.latent_dim = latent_dim
+        self.features = list(features)
+        self.register_buffer("four_vector_index", torch.tensor([self.features.index(f) for f in
+                                                                 self.FOUR_VECTOR_FEATURES]), persistent=False)
+        self.input_norm = MaskedBatchNorm(n_features)
+        drop = {"dropout": dropout, "attn_dropout": dropout, "activation_dropout": dropout}
+        weaver_log = logging.getLogger("weaver")
+        level = weaver_log.level
+        weaver_log.setLevel(logging.WARNING)  # weaver logs every constructor argument at INFO
+        try:
+            self.part = WeaverParT(n_features, num_classes=None, fc_params=None, embed_dims=list(embed_dims),
+                                   pair_embed_dims=list(pair_embed_dims), num_heads=num_heads, num_layers=num_layers,
+                                   num_cls_layers=num_cls_layers, block_params=drop, cls_block_params=drop,
+                                   trim=False)
+        finally:
+            weaver_log.setLevel(level)
+        self.part.embed.input_bn = nn.Identity()  # replaced by input_norm (valid constituents only)
+        if self.part.pair_embed is not None:
+            self.part.pair_embed.pairwise_lv_fts = _InFloat64(self.part.pair_embed.pairwise_lv_fts)
+        _warm_up_batch_norms(self.part)
+        self.head = nn.Linear(embed_dims[-1], latent_dim)
+
+    def four_vectors(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, P, F) -> (px, py, pz, E) (B, 4, P) in GeV, massless, in the jet frame (see the class docstring)."""
+        deta, dphi, log_pt = x[..., self.four_vector_index].unbind(-1)
+        pt = torch.exp(log_pt)
+        return torch.stack([pt * torch.cos(dphi), pt * torch.sin(dphi), pt * torch.sinh(deta),
+                            pt * torch.cosh(deta)], dim=1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = _clean(x, mask)
+        # An all-padded jet attends to its (zeroed) first slot rather than to nothing (nan).
+        attend = mask.clone()
+        attend[:, 0] |= ~mask.any(dim=1)
+        h = self.input_norm(x, mask)
+        v = self.four_vectors(x.double())  # float64: see _InFloat64
+        v = torch.where(attend.unsqueeze(1), v, torch.zeros((), dtype=v.dtype, device=v.device))
+        emb = self.part(h.transpose(1, 2), v=v, mask=attend.unsqueeze(1))
+        return self.head(emb)
+
+
+class _InFloat64:
+    """ParT's pair features (ln kT, ln z, ln ΔR, ln m²) computed in float64, returned in float32.
+
+    weaver computes m² = E² - |p|², which for a particle with itself and for nearly collinear
+    pairs cancels almost completely: in float32 the rounding (~1e-7 E²) lands above or below
+    the clamp (1e-8 GeV²) at random, ln m² jumps by several units, and a 1e-6 change of one
+    log pt moved a (randomly initialised) embedding by 0.1. The four-vectors are built in
+    float64 too, since already their float32 rounding gives a massless particle a mass.
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, xi: torch.Tensor, xj: torch.Tensor) -> torch.Tensor:
+        return self.fn(xi.double(), xj.double()).float()
+
+
+def _warm_up_batch_norms(module: nn.Module) -> None:
+    """Replace every ``nn.BatchNorm1d`` inside ``module`` by :class:`BatchNorm` (same parameters and buffers)."""
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm1d:
+            setattr(module, name, BatchNorm(child.num_features, momentum=child.momentum))
+        else:
+            _warm_up_batch_norms(child)
+
+
 # ----------------------------------------------------------------------------- registry
 
-ENCODERS = {"particlenet": ParticleNet, "transformer": Transformer, "deepsets": DeepSets}
+ENCODERS = {"particlenet": ParticleNet, "transformer": Transformer, "deepsets": DeepSets,
+            "particle_transformer": ParticleTransformer}
+
+# Encoders whose constructor takes ``features`` (the input columns' names, ``training.features``):
+# :func:`encoder_params` adds them, so that encoder.pt / model.pt carry them with the hyper-parameters.
+NEEDS_FEATURE_NAMES = {"particle_transformer"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -278,11 +404,18 @@ def _schema_defaults(name: str) -> dict:
 
 
 def encoder_params(name: str, cfg: dict) -> dict:
-    """Hyper-parameters of encoder ``name``: ``cfg["encoders"][name]`` over the schema defaults."""
+    """Hyper-parameters of encoder ``name``: ``cfg["encoders"][name]`` over the schema defaults.
+
+    For the encoders in ``NEEDS_FEATURE_NAMES`` also ``features``: ``cfg["training"]["features"]``.
+    """
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder '{name}'; known: {', '.join(ENCODERS)}")
     params = _schema_defaults(name)
     params.update((cfg.get("encoders") or {}).get(name) or {})
+    if name in NEEDS_FEATURE_NAMES and "features" not in params:
+        features = (cfg.get("training") or {}).get("features")
+        if features:
+            params["features"] = list(features)
     return params
 
 

@@ -322,6 +322,8 @@ def finetune(cfg: dict, data_dir, task_name: str, mode: str, fraction: float, ou
                 "mlflow_run_id": run.info.run_id}
         with atomic_path(out_dir / MODEL_FILE) as tmp:
             torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, **meta}, tmp)
+        from rs3l.models.mlflow_model import log_model  # the classifier as an MLflow model too
+        log_model(model, "classifier", features)
         mlflow.log_artifact(str(out_dir / LABELS_FILE))
     log.info("%s %s f=%g seed %d: %d labelled jets, best step %d of %d (%s), val %s -> %s", task.name, mode, fraction,
              seed, labels["n_labels"], summary["best_step"], summary["stopped_step"],
