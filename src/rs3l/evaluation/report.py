@@ -86,10 +86,10 @@ def group(results: list[dict]) -> dict:
     return dict(groups)
 
 
-def aligned_scores(records: list[dict], jet_ids: np.ndarray | None = None):
+def aligned_scores(records: list[dict]):
     """(jet_ids, is_signal (n,), scores (seeds, n)) of the nominal test jets, sorted by jet id.
 
-    Every record must have scored the same jets (those of ``jet_ids`` if given); None without scores.
+    Every record must have scored the same jets; None without scores.
     """
     if not all(r.get("test_scores") for r in records):
         return None
@@ -99,20 +99,12 @@ def aligned_scores(records: list[dict], jet_ids: np.ndarray | None = None):
         order = np.argsort(ts["jet_id"], kind="mergesort")
         ids = np.asarray(ts["jet_id"])[order]
         if ref is None:
-            ref = (ids if jet_ids is None else np.asarray(jet_ids), np.asarray(ts["is_signal"], bool)[order])
+            ref = (ids, np.asarray(ts["is_signal"], bool)[order])
         if not np.array_equal(ids, ref[0]):
             raise ValueError(f"{r['_path']}: {r['method']} {r['mode']} scored other test jets than the other arms of "
                              f"task {r['task']}; evaluate every arm on the same data")
         out.append(np.asarray(ts["score"], np.float64)[order])
     return ref[0], ref[1], np.stack(out)
-
-
-def _metric_seeds(records: list[dict], getter) -> list:
-    vals = []
-    for r in records:
-        v = getter(r)
-        vals.append(math.inf if v == "inf" else v)
-    return vals
 
 
 def _rejection(r: dict, e: str):
@@ -140,7 +132,7 @@ def table(results: list[dict], n_boot: int = 1000, level: float = 0.95, seed: in
         row = {"task": task, "method": method, "mode": mode, "label_fraction": fraction,
                "n_labels": recs[0].get("n_labels"), "n_seeds": len(recs)}
         for name, get in getters.items():
-            vals = _metric_seeds(recs, get)
+            vals = [get(r) for r in recs]
             finite = [v for v in vals if v is not None and math.isfinite(v)]
             if name.startswith("rejection") and any(v == math.inf for v in vals):
                 row[name], row[f"{name}_std"] = (math.inf if len(finite) < len(vals) / 2 else stats.mean_std(finite)[0],

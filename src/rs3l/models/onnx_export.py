@@ -58,13 +58,17 @@ def dense_knn(coords: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.T
     return torch.where(valid, idx, torch.zeros_like(idx)), valid
 
 
-class DenseDeepSets(nn.Module):
-    """Inference form of :class:`rs3l.models.encoders.DeepSets` (eval mode, shares its weights)."""
+class _Dense(nn.Module):
+    """A dense inference copy of an encoder: holds the encoder (its weights) and its latent size."""
 
-    def __init__(self, enc: E.DeepSets):
+    def __init__(self, enc: nn.Module):
         super().__init__()
         self.enc = enc
         self.latent_dim = enc.latent_dim
+
+
+class DenseDeepSets(_Dense):
+    """Inference form of :class:`rs3l.models.encoders.DeepSets` (eval mode, shares its weights)."""
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         e = self.enc
@@ -72,13 +76,8 @@ class DenseDeepSets(nn.Module):
         return e.rho(E.masked_sum(h, mask))
 
 
-class DenseParticleNet(nn.Module):
+class DenseParticleNet(_Dense):
     """Inference form of :class:`rs3l.models.encoders.ParticleNet` (eval mode, shares its weights)."""
-
-    def __init__(self, enc: E.ParticleNet):
-        super().__init__()
-        self.enc = enc
-        self.latent_dim = enc.latent_dim
 
     @staticmethod
     def edge_conv(block: E.EdgeConvBlock, coords: torch.Tensor, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -106,13 +105,8 @@ class DenseParticleNet(nn.Module):
         return e.head(E.masked_sum(h, mask))
 
 
-class DenseTransformer(nn.Module):
+class DenseTransformer(_Dense):
     """Inference form of :class:`rs3l.models.encoders.Transformer` (eval mode, shares its weights)."""
-
-    def __init__(self, enc: E.Transformer):
-        super().__init__()
-        self.enc = enc
-        self.latent_dim = enc.latent_dim
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         e = self.enc
