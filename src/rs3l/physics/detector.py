@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 NEUTRINOS = (12, 14, 16)
-CANDIDATE_FIELDS = ("event", "px", "py", "pz", "e", "charge", "d0", "dz",
+CANDIDATE_FIELDS = ("event", "px", "py", "pz", "e", "charge", "d0", "dz", "d0err", "dzerr",
                     "is_electron", "is_muon", "is_photon", "is_charged_hadron", "is_neutral_hadron")
 
 
@@ -82,8 +82,11 @@ def respond(particles: dict, charge: np.ndarray, params: dict, rng: np.random.Ge
     # vertices of b and c hadron decays are what makes heavy-flavour jets visible).
     d0 = (vx[t] * py[t] - vy[t] * px[t]) / pt[t]
     dz = vz[t] - (vx[t] * px[t] + vy[t] * py[t]) / pt[t] * pz[t] / pt[t]
-    d0 = d0 + rng.standard_normal(len(t)) * np.hypot(params["d0_res_const"], params["d0_res_pt"] / t_pt)
-    dz = dz + rng.standard_normal(len(t)) * np.hypot(params["dz_res_const"], params["dz_res_pt"] / t_pt)
+    # the per-track resolution is what the smearing used (JetClass part_d0err / part_dzerr)
+    d0err = np.hypot(params["d0_res_const"], params["d0_res_pt"] / t_pt)
+    dzerr = np.hypot(params["dz_res_const"], params["dz_res_pt"] / t_pt)
+    d0 = d0 + rng.standard_normal(len(t)) * d0err
+    dz = dz + rng.standard_normal(len(t)) * dzerr
     identified = u_id[t] < params["lepton_id_efficiency"]
     is_el = (pid[t] == 11) & identified
     is_mu = (pid[t] == 13) & identified
@@ -109,6 +112,8 @@ def respond(particles: dict, charge: np.ndarray, params: dict, rng: np.random.Ge
         "charge": np.concatenate([charge[t], zeros]),
         "d0": np.concatenate([d0, zeros]),
         "dz": np.concatenate([dz, zeros]),
+        "d0err": np.concatenate([d0err, zeros]),
+        "dzerr": np.concatenate([dzerr, zeros]),
         "is_electron": np.concatenate([is_el, zeros]),
         "is_muon": np.concatenate([is_mu, zeros]),
         "is_photon": np.concatenate([np.zeros(n_t), np.ones(n_e), np.zeros(n_h)]),
