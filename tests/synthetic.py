@@ -57,7 +57,9 @@ def _view_table(jets: dict, view: str, replica: int, jet_id: np.ndarray, split: 
                 rng: np.random.Generator) -> pa.Table:
     n = len(jet_id)
     mult, spread = _view_params(view)
-    count = np.clip(rng.poisson((8 + 8 * jets["prongs"]) * mult), 2, 120)
+    # a "<name>_scan" view draws a parameter per jet (log-uniform in [0.25, 4], as fsr_scan) that scales the multiplicity
+    param = np.exp(rng.uniform(np.log(0.25), np.log(4.0), n)) if view.endswith("_scan") else np.full(n, np.nan)
+    count = np.clip(rng.poisson((8 + 8 * jets["prongs"]) * mult * np.nan_to_num(param, nan=1.0) ** -0.3), 2, 120)
     offsets = np.concatenate([[0], np.cumsum(count)])
     jet = np.repeat(np.arange(n), count)
     m = len(jet)
@@ -93,6 +95,7 @@ def _view_table(jets: dict, view: str, replica: int, jet_id: np.ndarray, split: 
         "process": np.array(classes)[label], "chunk": np.zeros(n, np.int32), "event": (jet_id % 2**31).astype(np.int32),
         "object": np.zeros(n, np.int16), "view": np.full(n, view), "replica": np.full(n, replica, np.int16),
         "intervention": np.full(n, "hard"), "settings_hash": np.full(n, hashlib.sha256(view.encode()).hexdigest()[:12]),
+        "view_parameter": param,
         "label": label.astype(np.int16), "label_name": np.array(classes)[label],
         "pt": jet_pt, "eta": jets["eta"], "phi": jets["phi"], "mass": jet_mass, "soft_drop_mass": 0.9 * jet_mass,
         "tau1": 0.3 / jets["prongs"] + 0.01 * rng.random(n), "tau2": 0.2 / jets["prongs"] + 0.01 * rng.random(n),

@@ -91,6 +91,24 @@ def _probe(p):
     p.add_argument("--out", required=True, help="JSON list of evaluation records (every task, fraction, seed)")
 
 
+def _science(p):
+    p.add_argument("--data", required=True, help="merged data folder (with manifest.json)")
+    p.add_argument("--encoder", required=True, help="encoder.pt from `rs3l pretrain` (frozen)")
+    p.add_argument("--out", required=True, help="JSON: invariance AUC per view, parameter R² per scan view, "
+                   "anomaly AUC of the held-out class (written atomically)")
+
+
+def _neighbours(p):
+    p.add_argument("--data", required=True, help="merged data folder (with manifest.json)")
+    p.add_argument("--encoder", required=True, help="encoder.pt from `rs3l pretrain` (frozen)")
+    p.add_argument("--jet", required=True, help="the query jet: its jet_id (e.g. 1234) or process:chunk:event:object "
+                   "(e.g. top:0:17:5)")
+    p.add_argument("-k", type=int, default=10, help="neighbours to list (default: %(default)s)")
+    p.add_argument("--split", default="test", help="split searched (default: %(default)s)")
+    p.add_argument("--view", default="nominal", help="view searched; the query jet's own row is left out, its other "
+                   "views are not searched (default: %(default)s)")
+
+
 def _evaluate(p):
     p.add_argument("--data", required=True, help="merged data folder (with manifest.json)")
     p.add_argument("--model-dir", required=True, help="output folder of `rs3l finetune`")
@@ -124,6 +142,10 @@ COMMANDS = {
     "finetune": ("rs3l.training.finetune:main", "fine-tune a pre-trained encoder (or train from scratch) on a labelled task, by optimiser steps with early stopping", _finetune),
     "probe": ("rs3l.evaluation.probe:main", "frozen-encoder probes (linear, kNN; pre-trained and random encoder) and "
               "the substructure BDT baseline, every task, label fraction and seed", _probe),
+    "science": ("rs3l.evaluation.science:main", "what a frozen encoder kept: nominal-vs-view invariance probes, "
+                "regression of drawn Pythia parameters, kNN anomaly AUC of a held-out class", _science),
+    "neighbours": ("rs3l.evaluation.neighbours:main", "the k nearest jets to a jet in a frozen encoder's embedding "
+                   "space, with class, view, mass, pt and distance", _neighbours),
     "evaluate": ("rs3l.evaluation.evaluate:main", "evaluate a fine-tuned model on the test split, per view", _evaluate),
     "report": ("rs3l.evaluation.report:main", "results table and plots from evaluation outputs", _report),
     "export-onnx": ("rs3l.models.onnx_export:main", "export a fine-tuned classifier or a pre-trained encoder as ONNX "

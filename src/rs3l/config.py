@@ -115,18 +115,47 @@ def check(cfg: dict) -> None:
         for key in view["detector"]:
             if key not in det_keys:
                 raise ConfigError(f"views.{vname}.detector: unknown parameter '{key}'; known: {', '.join(det_keys)}")
+        for setting, spec in view["draw"].items():
+            (kind, (lo, hi)), = spec.items()
+            if not lo < hi:
+                raise ConfigError(f"views.{vname}.draw.{setting}.{kind}: needs [lo, hi] with lo < hi; got {[lo, hi]}")
+            if view["intervention"] == "detector" or (view["intervention"] == "parton"
+                                                      and not setting.strip().startswith(HADRONIZATION_PREFIXES)):
+                raise ConfigError(f"views.{vname}.draw: a '{view['intervention']}'-intervention view cannot draw "
+                                  f"'{setting}' (parton: hadronization settings only, {', '.join(HADRONIZATION_PREFIXES)}; "
+                                  f"detector: none)")
     for v in cfg["pretrain"]["augment_views"]:
         if v not in sim["views"]:
             raise ConfigError(f"pretrain.augment_views names view '{v}', which is not simulated; simulation.views: {', '.join(sim['views'])}")
+    for c in cfg["pretrain"]["exclude_classes"]:
+        if c not in classes:
+            raise ConfigError(f"pretrain.exclude_classes: unknown class '{c}'; classes: {', '.join(classes)}")
     made = simulated_classes(cfg)
     for tname, task in cfg["finetune"]["tasks"].items():
         for side in ("signal", "background"):
             for c in task[side]:
                 if c not in classes:
                     raise ConfigError(f"finetune.tasks.{tname}.{side}: unknown class '{c}'; classes: {', '.join(classes)}")
+                if c in cfg["pretrain"]["exclude_classes"]:
+                    raise ConfigError(f"finetune.tasks.{tname}.{side}: class '{c}' is held out of pre-training "
+                                      f"(pretrain.exclude_classes) and must stay out of fine-tuning too; remove it "
+                                      f"from the task or from pretrain.exclude_classes")
             if not set(task[side]) & made:
                 raise ConfigError(f"finetune.tasks.{tname}.{side}: none of {task[side]} is produced by the simulated "
                                   f"processes {sim['processes']} (they produce {', '.join(sorted(made))})")
+    anomaly = cfg["science"]["anomaly"]
+    default = {k: v["default"] for k, v in schema()["properties"]["science"]["properties"]["anomaly"]["properties"].items()}
+    for key in ("class", "background"):  # the defaults (wqq vs q, g, c, b) may name classes a small config lacks
+        names = anomaly[key] if isinstance(anomaly[key], list) else [anomaly[key]]
+        for c in names if anomaly[key] != default[key] else []:
+            if c not in classes:
+                raise ConfigError(f"science.anomaly.{key}: unknown class '{c}'; classes: {', '.join(classes)}")
+    if anomaly["class"] in anomaly["background"]:
+        raise ConfigError(f"science.anomaly: class '{anomaly['class']}' is also in background {anomaly['background']}")
+    for key in ("invariance_views", "parameter_views"):
+        for v in cfg["science"][key] or []:
+            if v not in cfg["views"]:
+                raise ConfigError(f"science.{key}: unknown view '{v}'; known: {', '.join(cfg['views'])}")
     if abs(sum(cfg["merge"]["splits"].values()) - 1.0) > 1e-6:
         raise ConfigError(f"merge.splits must add up to 1; got {cfg['merge']['splits']}")
     if cfg["jets"]["pt_max"] <= cfg["jets"]["pt_min"]:
@@ -151,6 +180,9 @@ def pythia_settings_by_key(cfg: dict) -> list[tuple[str, str]]:
     for kind in ("processes", "views"):
         for name, entry in cfg[kind].items():
             out += [(f"{kind}.{name}.settings", s) for s in entry["settings"]]
+    for name, view in cfg["views"].items():  # both ends of a drawn range must be allowed values
+        for setting, spec in view.get("draw", {}).items():
+            out += [(f"views.{name}.draw", f"{setting} = {value}") for value in next(iter(spec.values()))]
     return out
 
 
@@ -192,6 +224,10 @@ def check_pythia_settings(cfg: dict) -> None:
                     why = why.split("PYTHIA Error:")[-1].split(":")[0].strip() if "PYTHIA Error:" in why else why
                     verb = "does not know" if "not found" in why or not why else "rejects"
                     raise ConfigError(f"{key}: Pythia {verb} '{setting}'" + (f" ({why})" if why else ""))
+                if key.endswith(".draw") and not pythia.settings.isParm(setting.split("=")[0].strip()):
+                    os.dup2(saved, 1)
+                    raise ConfigError(f"{key}: '{setting.split('=')[0].strip()}' is not a real-valued (parm) Pythia "
+                                      f"setting; only those can be drawn from a range")
         finally:
             os.dup2(saved, 1)
             os.close(saved)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: (name, arrow type, unit, meaning)
 KEY_COLUMNS = [
@@ -27,6 +27,8 @@ VIEW_COLUMNS = [
     ("replica", pa.int16(), "", "replica number of the view (0 for the first)"),
     ("intervention", pa.string(), "", "hard, parton or detector"),
     ("settings_hash", pa.string(), "", "hash of the view's Pythia settings"),
+    ("view_parameter", pa.float32(), "", "value of the Pythia parameter the view draws (views.<v>.draw, in the "
+     "setting's own unit); NaN for views that draw nothing"),
 ]
 LABEL_COLUMNS = [
     ("label", pa.int16(), "", "index of label_name in config classes"),

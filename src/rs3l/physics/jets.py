@@ -157,6 +157,8 @@ def match(jets: dict, truth: dict, radius: float) -> tuple[np.ndarray, np.ndarra
     kj, ko = keys // len(truth["global"]), keys % len(truth["global"])
     full = n_in == truth["n_required"][ko]
     kj, ko, dr_max = kj[full], ko[full], dr_max[full]
+    if len(kj) == 0:  # no jet holds all partons of an object (small batches, e.g. one event per draw block)
+        return kj, ko
     # each jet: closest object; then each object: leading jet (jets are pT-ordered per event)
     order = np.lexsort((dr_max, kj))
     kj, ko = kj[order], ko[order]

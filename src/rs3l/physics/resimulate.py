@@ -69,7 +69,39 @@ def view_seed_parts(cfg: dict, process: str, chunk: int, view: str, replica: int
     }
 
 
-def _hooks_factory(master: int, parts: dict, n_events: int):
+def draw_spec(cfg: dict, view: str) -> tuple[str, str, float, float] | None:
+    """(Pythia setting, 'uniform' or 'log_uniform', lo, hi) of a parameter-scan view; None if it draws nothing."""
+    draw = cfg["views"][view].get("draw") or {}
+    if not draw:
+        return None
+    (setting, spec), = draw.items()
+    (kind, (lo, hi)), = spec.items()
+    return setting, kind, float(lo), float(hi)
+
+
+def drawn_values(cfg: dict, process: str, chunk: int, view: str, replica: int, n_events: int) -> np.ndarray:
+    """The view's drawn parameter per hard event of a chunk, float32 (n_events,); NaN if the view draws nothing.
+
+    One value per block of ``views.<view>.draw_block`` consecutive events, from a stream derived from
+    (process, chunk, view, replica, "draw"): the same config gives the same values. ``log_uniform``
+    draws log(value) uniformly. Values are rounded to float32 before Pythia sees them, so the stored
+    ``view_parameter`` is exactly the value simulated with.
+    """
+    spec = draw_spec(cfg, view)
+    if spec is None:
+        return np.full(n_events, np.nan, np.float32)
+    _, kind, lo, hi = spec
+    block = cfg["views"][view]["draw_block"]
+    gen = seeds.rng(cfg["seed"], process, chunk, view, replica, "draw")
+    n_blocks = -(-n_events // block)
+    if kind == "log_uniform":
+        values = np.exp(gen.uniform(np.log(lo), np.log(hi), n_blocks))
+    else:
+        values = gen.uniform(lo, hi, n_blocks)
+    return np.repeat(values.astype(np.float32), block)[:n_events]
+
+
+def _hooks_factory(master: int, parts: dict, n_events: int, first_event: int = 0):
     import pythia8mc
 
     # per-event seeds computed up front: the callbacks, run inside Pythia's event loop, only look them up
@@ -87,7 +119,7 @@ def _hooks_factory(master: int, parts: dict, n_events: int):
         def __init__(self, pythia):
             pythia8mc.UserHooks.__init__(self)
             self.rndm = pythia.rndm
-            self.index = -1
+            self.index = first_event - 1  # LHE index of the event being generated
 
         def canVetoProcessLevel(self):
             return True
@@ -163,16 +195,37 @@ def pythia_settings(cfg: dict, lhe_path: str | Path, view: str) -> list[str]:
         list(cfg["simulation"]["pythia_settings"]) + list(cfg["views"][view]["settings"])
 
 
-def seeded_pythia(cfg: dict, lhe_path: str | Path, view: str, replica: int, n_events: int):
+def seeded_pythia(cfg: dict, lhe_path: str | Path, view: str, replica: int, n_events: int,
+                  first_event: int = 0, extra_settings: tuple[str, ...] = ()):
     """(pythia, hooks): Pythia reading ``lhe_path`` with the view's settings, re-seeded per event by ``hooks``.
 
-    ``hooks.index`` counts the hard events Pythia has read. The same (view, replica) always gives the same
-    events, whichever program drives the loop (rs3l or the throughput benchmark's bare loop).
+    ``hooks.index`` is the LHE index of the last hard event Pythia has read. The same (view, replica)
+    always gives the same events, whichever program drives the loop (rs3l or the throughput
+    benchmark's bare loop). ``first_event``: start reading there (``Beams:nSkipLHEFatInit``);
+    ``extra_settings`` come last (a drawn parameter's value).
     """
     process, chunk = lhe_origin(lhe_path)
     parts = view_seed_parts(cfg, process, chunk, view, replica)
-    return make_pythia(pythia_settings(cfg, lhe_path, view), seeds.derive_seed(cfg["seed"], "pythia-init"),
-                       hooks_factory=_hooks_factory(cfg["seed"], parts, n_events))
+    skip = [f"Beams:nSkipLHEFatInit = {int(first_event)}"] if first_event else []
+    return make_pythia(pythia_settings(cfg, lhe_path, view) + skip + list(extra_settings),
+                       seeds.derive_seed(cfg["seed"], "pythia-init"),
+                       hooks_factory=_hooks_factory(cfg["seed"], parts, n_events, first_event))
+
+
+def pythia_segments(cfg: dict, lhe_path: str | Path, view: str, replica: int, n_total: int):
+    """(first event, end, extra settings) of each Pythia instance a view needs for ``n_total`` events.
+
+    One segment for an ordinary view; a parameter-scan view (``draw``) gets one Pythia per block of
+    events sharing a drawn value, because Pythia reads shower and hadronization parameters at init.
+    """
+    spec = draw_spec(cfg, view)
+    if spec is None:
+        return [(0, n_total, ())]
+    process, chunk = lhe_origin(lhe_path)
+    values = drawn_values(cfg, process, chunk, view, replica, n_total)
+    block = cfg["views"][view]["draw_block"]
+    return [(start, min(start + block, n_total), (f"{spec[0]} = {float(values[start])!r}",))
+            for start in range(0, n_total, block)]
 
 
 def generator_level(cfg: dict, lhe_path: str | Path, view: str, replica: int = 0, max_events: int | None = None,
@@ -195,43 +248,46 @@ def generator_level(cfg: dict, lhe_path: str | Path, view: str, replica: int = 0
     lhe_x1 = ak.to_numpy(lhe_events.particles.pz[:, 0]) / half
     lhe_x2 = -ak.to_numpy(lhe_events.particles.pz[:, 1]) / half
     x_order = np.argsort(lhe_x1)
-    t0 = time.perf_counter()
-    pythia, hooks = seeded_pythia(cfg, lhe_path, view, replica, len(lhe_events))
-    init_seconds = time.perf_counter() - t0
-    charges = Charges(pythia)
     batch_size = cfg["simulation"]["batch_size"]
     max_fail = max(5, int(cfg["simulation"]["max_failure_fraction"] * n_total))
     done = failures = 0
-    event_seconds = 0.0
-    # infoPython() returns a copy: ask it again after every batch
-    while done + failures < n_total and not pythia.infoPython().atEndOfFile():
-        want = min(batch_size, n_total - done - failures)
+    init_seconds = event_seconds = 0.0
+    for first, end, extra in pythia_segments(cfg, lhe_path, view, replica, n_total):
+        if done + failures < first:  # the LHE file ended early
+            break
         t0 = time.perf_counter()
-        batch = pythia.nextBatch(want)
-        event_seconds += time.perf_counter() - t0
-        read = hooks.index + 1 - done - failures
-        if read == 0:
-            raise PythiaError(f"{view}: Pythia stopped reading '{lhe_path}' after {done + failures} of {n_total} events")
-        failures += max(read - len(batch), 0)
-        if failures > max_fail:
-            raise PythiaError(f"{view}: {failures} events failed in Pythia (more than {max_fail})")
-        if len(batch) == 0:
-            continue
-        x1, x2 = ak.to_numpy(batch.info.x1), ak.to_numpy(batch.info.x2)
-        pos = np.clip(np.searchsorted(lhe_x1[x_order], x1), 0, len(x_order) - 1)
-        cand = np.stack([x_order[np.maximum(pos - 1, 0)], x_order[pos]])
-        best = np.take_along_axis(cand, np.argmin(np.abs(lhe_x1[cand] - x1), axis=0)[None], 0)[0]
-        if not (np.allclose(lhe_x1[best], x1, rtol=1e-6, atol=1e-9) and np.allclose(lhe_x2[best], x2, rtol=1e-6, atol=1e-9)):
-            raise PythiaError("could not match showered events to their LHE events (x1, x2 differ)")
-        flat = _final_particles(batch.prt)
-        flat["charge"] = charges(flat["id"])
-        if with_partons:
-            st = abs(batch.prt.status)
-            partons = batch.prt[(st >= 21) & (st <= 69)]
-            flat["parton_px"] = ak.to_numpy(ak.flatten(partons.p.px))
-            flat["parton_pz"] = ak.to_numpy(ak.flatten(partons.p.pz))
-        done += len(batch)
-        yield best, flat
+        pythia, hooks = seeded_pythia(cfg, lhe_path, view, replica, len(lhe_events), first, extra)
+        init_seconds += time.perf_counter() - t0
+        charges = Charges(pythia)
+        # infoPython() returns a copy: ask it again after every batch
+        while done + failures < end and not pythia.infoPython().atEndOfFile():
+            want = min(batch_size, end - done - failures)
+            t0 = time.perf_counter()
+            batch = pythia.nextBatch(want)
+            event_seconds += time.perf_counter() - t0
+            read = hooks.index + 1 - done - failures
+            if read == 0:
+                raise PythiaError(f"{view}: Pythia stopped reading '{lhe_path}' after {done + failures} of {n_total} events")
+            failures += max(read - len(batch), 0)
+            if failures > max_fail:
+                raise PythiaError(f"{view}: {failures} events failed in Pythia (more than {max_fail})")
+            if len(batch) == 0:
+                continue
+            x1, x2 = ak.to_numpy(batch.info.x1), ak.to_numpy(batch.info.x2)
+            pos = np.clip(np.searchsorted(lhe_x1[x_order], x1), 0, len(x_order) - 1)
+            cand = np.stack([x_order[np.maximum(pos - 1, 0)], x_order[pos]])
+            best = np.take_along_axis(cand, np.argmin(np.abs(lhe_x1[cand] - x1), axis=0)[None], 0)[0]
+            if not (np.allclose(lhe_x1[best], x1, rtol=1e-6, atol=1e-9) and np.allclose(lhe_x2[best], x2, rtol=1e-6, atol=1e-9)):
+                raise PythiaError("could not match showered events to their LHE events (x1, x2 differ)")
+            flat = _final_particles(batch.prt)
+            flat["charge"] = charges(flat["id"])
+            if with_partons:
+                st = abs(batch.prt.status)
+                partons = batch.prt[(st >= 21) & (st <= 69)]
+                flat["parton_px"] = ak.to_numpy(ak.flatten(partons.p.px))
+                flat["parton_pz"] = ak.to_numpy(ak.flatten(partons.p.pz))
+            done += len(batch)
+            yield best, flat
     return {"events": done, "failures": failures, "seconds": {"pythia_init": init_seconds, "pythia_events": event_seconds}}
 
 
@@ -257,6 +313,7 @@ def resimulate(cfg: dict, lhe_path: str | Path, view: str, out: str | Path, repl
     det_params = {**cfg["detector"], **view_cfg["detector"]}
     parts = view_seed_parts(cfg, process, chunk, view, replica)
     det_rng = seeds.rng(cfg["seed"], *parts["detector"])
+    parameter = drawn_values(cfg, process, chunk, view, replica, len(lhe_events))  # per hard event; NaN: no draw
     n_total = len(lhe_events) if max_events is None else min(max_events, len(lhe_events))
     progress = Progress(n_total, f"resimulate {process} chunk {chunk} {view}#{replica}")
     cols: dict[str, list] = {}
@@ -284,7 +341,7 @@ def resimulate(cfg: dict, lhe_path: str | Path, view: str, out: str | Path, repl
         batch_cols = {
             "event": lhe_index[found["event"][ji]], "object": truth["line"][oi],
             "label": np.array([classes.index(n) for n in names], dtype=np.int16) if len(names) else np.zeros(0, np.int16),
-            "label_name": names,
+            "label_name": names, "view_parameter": parameter[lhe_index[found["event"][ji]]],
             **{k: found[k][ji] for k in ("pt", "eta", "phi", "mass")},
             **sub,
             **feats,

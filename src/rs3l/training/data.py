@@ -158,9 +158,12 @@ def _runs(jet_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, np.diff(np.concatenate([starts, [len(jet_id)]]))
 
 
-def _view_rows(table: pa.Table, views: list[str]) -> np.ndarray:
-    """Indices of the rows whose view is in ``views``."""
+def _view_rows(table: pa.Table, views: list[str], exclude_labels: tuple[int, ...] = ()) -> np.ndarray:
+    """Indices of the rows whose view is in ``views`` and whose label is not in ``exclude_labels``
+    (``pretrain.exclude_classes``: a class held out of pre-training; the table then needs ``label``)."""
     keep = pc.is_in(table.column("view"), value_set=pa.array(views, pa.string()))
+    if exclude_labels:
+        keep = pc.and_(keep, pc.invert(pc.is_in(table.column("label"), value_set=pa.array(exclude_labels, pa.int16()))))
     return np.flatnonzero(keep.to_numpy(zero_copy_only=False))
 
 
@@ -180,9 +183,9 @@ def draw_pairs(jet_id: np.ndarray, rows: np.ndarray, generator: np.random.Genera
     return rows[starts + i], rows[starts + j]
 
 
-def _count_unit(pf: pq.ParquetFile, group: int, mode: str, views: list[str]) -> int:
-    t = pf.read_row_group(group, columns=["jet_id", "view"])
-    rows = _view_rows(t, views)
+def _count_unit(pf: pq.ParquetFile, group: int, mode: str, views: list[str], exclude_labels: tuple[int, ...] = ()) -> int:
+    t = pf.read_row_group(group, columns=["jet_id", "view"] + (["label"] if exclude_labels else []))
+    rows = _view_rows(t, views, exclude_labels)
     if mode == "jets":
         return len(rows)
     _, counts = _runs(t.column("jet_id").to_numpy()[rows])
@@ -213,15 +216,16 @@ class JetDataset(IterableDataset):
     ``drop_last`` (only full batches; then every DDP rank gets the same number);
     ``shuffle_buffer`` (jets); ``seed`` (master seed); ``stream`` (name of the random
     stream, e.g. 'pretrain'); ``max_items_per_epoch`` (0 = all); ``rank``/``world_size``
-    (default: from torch.distributed). Use with ``DataLoader(ds, batch_size=None)``;
+    (default: from torch.distributed); ``exclude_labels`` (label indices never read). Use with ``DataLoader(ds, batch_size=None)``;
     call :meth:`set_epoch` before each epoch (the :class:`SetEpoch` callback does).
     """
 
     def __init__(self, data_dir, split: str, features: list[str], max_constituents: int, batch_size: int,
                  mode: str = "pairs", views: list[str] | None = None, shuffle: bool = True, drop_last: bool = True,
                  shuffle_buffer: int = 4096, seed: int = 0, stream: str = "pretrain", max_items_per_epoch: int = 0,
-                 rank: int | None = None, world_size: int | None = None):
+                 rank: int | None = None, world_size: int | None = None, exclude_labels: tuple[int, ...] = ()):
         super().__init__()
+        self.exclude_labels = tuple(int(c) for c in exclude_labels)
         if mode not in MODES:
             raise ValueError(f"unknown mode '{mode}'; known: {', '.join(MODES)}")
         check_features(features)
@@ -244,7 +248,7 @@ class JetDataset(IterableDataset):
             pf = open_shard(path)
             for g in range(pf.metadata.num_row_groups):
                 self.units.append((s, g))
-                self.unit_items.append(_count_unit(pf, g, mode, self.views))
+                self.unit_items.append(_count_unit(pf, g, mode, self.views, self.exclude_labels))
         self.unit_items = np.array(self.unit_items, np.int64)
         self._files: dict[int, pq.ParquetFile] = {}
 
@@ -331,7 +335,7 @@ class JetDataset(IterableDataset):
         (``r1``, ``r2`` for pairs; ``r`` and ``view`` for jets)."""
         s, g = self.units[u]
         t = self._file(s).read_row_group(g, columns=["jet_id", "view", "label"] + self.features)
-        rows = _view_rows(t, self.views)
+        rows = _view_rows(t, self.views, self.exclude_labels)
         jet_id = t.column("jet_id").to_numpy()
         label = t.column("label").to_numpy().astype(np.int64)
         if self.mode == "pairs":
@@ -456,11 +460,13 @@ def dataset_from_config(cfg: dict, data_dir, split: str, mode: str, views: list[
                         world_size: int | None = None) -> JetDataset:
     """A :class:`JetDataset` configured from ``cfg["training"]``; ``train`` = shuffled and full batches only."""
     t = cfg["training"]
+    # pretrain.exclude_classes: the held-out classes never enter the pre-training streams (train and val)
+    excluded = [cfg["classes"].index(c) for c in cfg["pretrain"]["exclude_classes"]] if stream == "pretrain" else []
     return JetDataset(
         data_dir, split, features=t["features"], max_constituents=t["max_constituents"], batch_size=t["batch_size"],
         mode=mode, views=views, shuffle=train, drop_last=train, shuffle_buffer=t["shuffle_buffer"], seed=cfg["seed"],
         stream=stream, max_items_per_epoch=cfg["pretrain"]["max_jets_per_epoch"] if (train and stream == "pretrain") else 0,
-        rank=rank, world_size=world_size)
+        rank=rank, world_size=world_size, exclude_labels=excluded)
 
 
 class SetEpoch(L.Callback):
@@ -541,7 +547,7 @@ class JetDataModule(L.LightningDataModule):
 # ----------------------------------------------------------------------------- small in-memory use
 
 def load_arrays(data_dir, split: str, features: list[str], max_constituents: int, views: list[str] | None = None,
-                max_jets: int | None = None, seed: int = 0) -> dict:
+                max_jets: int | None = None, seed: int = 0, columns: tuple[str, ...] = ()) -> dict:
     """All rows of ``split`` whose view is in ``views`` (default: all), as numpy arrays.
 
     Returns dict with ``x`` (rows, max_constituents, features) float32, ``mask`` (rows,
@@ -549,7 +555,8 @@ def load_arrays(data_dir, split: str, features: list[str], max_constituents: int
     int16, and the jet columns ``pt eta phi mass soft_drop_mass tau1 tau2 tau3 n_constituents``.
     ``max_jets``: stop after this many jets (all their selected rows kept); the row
     groups are then visited in a random order derived from ``seed``, so that a
-    sample of a class-ordered split still mixes classes. For small, in-memory use
+    sample of a class-ordered split still mixes classes. ``columns``: further scalar columns to return
+    (e.g. the key columns, ``view_parameter``; strings as object arrays). For small, in-memory use
     (probes, evaluation, plots); training streams with :class:`JetDataset`.
     """
     check_features(features)
@@ -563,6 +570,7 @@ def load_arrays(data_dir, split: str, features: list[str], max_constituents: int
     if max_jets is not None:
         units = [units[i] for i in rng(seed, "load-arrays", split).permutation(len(units))]
     jet_cols = [name for name, *_ in schema.JET_COLUMNS]
+    jet_cols += [c for c in columns if c not in jet_cols]
     out: dict[str, list] = {k: [] for k in ["x", "mask", "label", "jet_id", "view", "replica"] + jet_cols}
     n_jets = 0
     for pf, g in units:
@@ -586,7 +594,8 @@ def load_arrays(data_dir, split: str, features: list[str], max_constituents: int
         out["view"].append(np.array(t.column("view").to_pylist(), dtype=object))
         out["replica"].append(t.column("replica").to_numpy())
         for c in jet_cols:
-            out[c].append(t.column(c).to_numpy())
+            col = t.column(c)
+            out[c].append(np.array(col.to_pylist(), dtype=object) if col.type == pa.string() else col.to_numpy())
         if max_jets is not None and n_jets >= max_jets:
             break
     F, P = len(features), max_constituents

@@ -1,0 +1,263 @@
+"""``rs3l science``: what a frozen embedding kept, what it learnt to ignore, and what it finds odd.
+
+For one pre-trained encoder (frozen), on embeddings computed once per split:
+
+- **invariance** per view v != nominal: a convex linear probe (:mod:`~rs3l.evaluation.linear_probe`)
+  separates the nominal view from view v of the *same* jets (trained on train jets having both, C
+  chosen on val jets, AUC on test jets). AUC ≈ 0.5: the embedding ignores v; near 1: it keeps v.
+- **parameter** per parameter-scan view (``views.<v>.draw``): ridge regression (L2 strength by
+  cross-validation on the train split, standardised embeddings) of the drawn value from the view's
+  embedding, as in arXiv:2603.13227. Target log(value) for log-uniform draws, the value for uniform
+  ones. R² on test jets, and the resolution: half the 16-84% width of the residual (prediction -
+  truth) in the target's units (log units for log-uniform draws).
+- **anomaly**: a class held out of pre-training (``science.anomaly.class``, with
+  ``pretrain.exclude_classes``) scored by the mean Euclidean distance to its k nearest background
+  *train* jets (standardised embeddings, nominal view, scikit-learn ``NearestNeighbors``); ROC AUC
+  of that class against the background test jets with a stratified bootstrap interval.
+
+Uncertainties are bootstrap std over test jets (``science.bootstrap`` replicates; the invariance
+bootstrap resamples jets, both views of a jet together). Writes ``--out`` (JSON, atomic)::
+
+    {"encoder": path, "invariance": {view: {auc, auc_std, n_jets}},
+     "parameter": {view: {parameter, r2, r2_std, resolution, resolution_std, n_jets}},
+     "anomaly": {class, background, auc, auc_std, auc_ci, n_signal, n_background}}
+
+A view or class missing from the data leaves its entry out (logged), or is an error with
+``science.strict`` or when the view is listed explicitly in ``science.*_views``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from rs3l.atomic import write_text
+from rs3l.evaluation import linear_probe, stats
+from rs3l.seeds import derive_seed, rng
+
+log = logging.getLogger(__name__)
+
+NOMINAL = "nominal"
+MIN_JETS = 10  # fewer train or test jets than this: no probe
+
+
+# ----------------------------------------------------------------------------- the three probes (pure functions)
+
+def invariance(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+               test: tuple[np.ndarray, np.ndarray], Cs=linear_probe.DEFAULT_CS, n_boot: int = 200,
+               seed: int = 0) -> dict:
+    """Nominal-vs-view probe. Each argument is (z_nominal (n, d), z_view (n, d)), rows aligned on the same jets.
+
+    Returns ``auc`` (test), ``auc_std`` (bootstrap over test jets, both rows of a jet together),
+    ``n_jets`` (test jets) and ``C`` (the probe's L2 strength chosen on val).
+    """
+    def xy(pair):
+        return np.concatenate(pair), np.r_[np.zeros(len(pair[0])), np.ones(len(pair[1]))]
+
+    model, info = linear_probe.fit(*xy(train), *xy(val), Cs=Cs)
+    X, y = xy(test)
+    score = model.predict_proba(X)[:, 1]
+    n = len(test[0])
+    per_jet = rng(seed, "science-invariance").multinomial(n, np.full(n, 1.0 / n), size=n_boot)
+    boot = stats.weighted_auc(y, score, np.concatenate([per_jet, per_jet], axis=1))
+    return {"auc": float(stats.weighted_auc(y, score, np.ones((1, 2 * n)))[0]), "auc_std": float(boot.std(ddof=1)),
+            "n_jets": int(n), "C": info["C"]}
+
+
+def _r2_resolution(truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """R² and 16-84% half-width of the residual, along the last axis (works on (B, n) resamples)."""
+    resid = pred - truth
+    ss_res = (resid ** 2).sum(axis=-1)
+    ss_tot = ((truth - truth.mean(axis=-1, keepdims=True)) ** 2).sum(axis=-1)
+    q16, q84 = np.quantile(resid, [0.16, 0.84], axis=-1)
+    return 1.0 - ss_res / ss_tot, (q84 - q16) / 2
+
+
+def parameter_regression(z_train: np.ndarray, t_train: np.ndarray, z_test: np.ndarray, t_test: np.ndarray,
+                         alphas=(1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3), n_boot: int = 200, seed: int = 0) -> dict:
+    """Regress a target (n,) from embeddings (n, d): StandardScaler + RidgeCV (alpha by leave-one-out CV).
+
+    Returns ``r2``, ``r2_std``, ``resolution`` (half the 16-84% width of prediction - truth, in the
+    target's units), ``resolution_std`` (bootstrap over test jets), ``n_jets`` (test) and ``alpha``.
+    """
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), RidgeCV(alphas=list(alphas))).fit(z_train, t_train)
+    pred = model.predict(z_test)
+    t_test = np.asarray(t_test, np.float64)
+    r2, res = _r2_resolution(t_test, pred)
+    idx = rng(seed, "science-parameter").integers(0, len(t_test), size=(n_boot, len(t_test)))
+    r2_b, res_b = _r2_resolution(t_test[idx], pred[idx])
+    return {"r2": float(r2), "r2_std": float(np.std(r2_b[np.isfinite(r2_b)], ddof=1)), "resolution": float(res),
+            "resolution_std": float(res_b.std(ddof=1)), "n_jets": int(len(t_test)), "alpha": float(model[-1].alpha_)}
+
+
+def knn_distance_scores(z_reference: np.ndarray, z_query: np.ndarray, k: int) -> np.ndarray:
+    """Mean Euclidean distance of each query row to its ``k`` nearest reference rows, after standardising
+    with the reference's mean and spread. (n_query,)."""
+    from sklearn.neighbors import NearestNeighbors
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(z_reference)
+    index = NearestNeighbors(n_neighbors=min(k, len(z_reference))).fit(scaler.transform(z_reference))
+    dist, _ = index.kneighbors(scaler.transform(z_query))
+    return dist.mean(axis=1)
+
+
+def anomaly(z_background_train: np.ndarray, z_signal_test: np.ndarray, z_background_test: np.ndarray, k: int = 10,
+            n_boot: int = 200, level: float = 0.95, seed: int = 0) -> dict:
+    """kNN-distance anomaly score; AUC of the held-out class (signal) against background test jets.
+
+    Returns ``auc``, ``auc_std`` and ``auc_ci`` (stratified bootstrap over test jets, percentile
+    interval at ``level``), ``n_signal``, ``n_background``.
+    """
+    score = knn_distance_scores(z_background_train, np.concatenate([z_signal_test, z_background_test]), k)
+    y = np.r_[np.ones(len(z_signal_test), bool), np.zeros(len(z_background_test), bool)]
+    boot_seed = derive_seed(seed, "science-anomaly")
+    lo, hi = stats.bootstrap_interval("auc", y, score, n_boot=n_boot, level=level, seed=boot_seed)
+    # the same replicates as the interval (same stream), for the std
+    boot = stats.weighted_auc(y, score, stats.bootstrap_weights(y, n_boot, rng(boot_seed, "bootstrap", "auc")))
+    return {"auc": float(stats.weighted_auc(y, score, np.ones((1, len(y))))[0]), "auc_std": float(boot.std(ddof=1)),
+            "auc_ci": [lo, hi], "n_signal": int(len(z_signal_test)), "n_background": int(len(z_background_test))}
+
+
+# ----------------------------------------------------------------------------- data: embed once, select rows
+
+def embed_split(cfg: dict, data_dir, split: str, views: list[str], encoder, max_jets: int,
+                columns: tuple[str, ...] = ()) -> dict:
+    """Rows of ``split`` in ``views`` with their frozen embedding ``z`` (rows, latent) and scalar columns
+    (``label``, ``jet_id``, ``view``, ``replica``, jet columns, ``columns``); the padded inputs are dropped."""
+    from rs3l.models.classifier import device, predict
+    from rs3l.training.data import load_arrays
+
+    arr = load_arrays(data_dir, split, cfg["training"]["features"], cfg["training"]["max_constituents"], views=views,
+                      max_jets=max_jets or None, seed=derive_seed(cfg["seed"], "science", split), columns=columns)
+    if len(arr["label"]) == 0:
+        return {**{k: v for k, v in arr.items() if k not in ("x", "mask")}, "z": np.zeros((0, encoder.latent_dim))}
+    z = predict(encoder, arr["x"], arr["mask"], cfg["evaluate"]["batch_size"], device(cfg))
+    return {**{k: v for k, v in arr.items() if k not in ("x", "mask")}, "z": z}
+
+
+def paired_rows(data: dict, view: str) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (nominal, view) of the jets having both (replica 0 of each), aligned by ``jet_id``."""
+    first = data["replica"] == 0
+    nom = np.flatnonzero((data["view"] == NOMINAL) & first)
+    other = np.flatnonzero((data["view"] == view) & first)
+    _, i, j = np.intersect1d(data["jet_id"][nom], data["jet_id"][other], assume_unique=True, return_indices=True)
+    return nom[i], other[j]
+
+
+def _missing(cfg: dict, what: str, explicit: bool = False) -> None:
+    if explicit or cfg["science"]["strict"]:
+        raise ValueError(f"rs3l science: {what}")
+    log.warning("rs3l science: %s; entry left out", what)
+
+
+def _views_to_probe(cfg: dict, key: str, candidates: list[str], present: list[str]) -> list[str]:
+    listed = cfg["science"][key]
+    if listed is None:
+        return [v for v in candidates if v in present]
+    for v in listed:
+        if v not in present:
+            _missing(cfg, f"science.{key} names view '{v}', which the data do not have (views: {', '.join(present)})",
+                     explicit=True)
+    return list(listed)
+
+
+def science(cfg: dict, data_dir, encoder_path, out=None) -> dict:
+    """Run the invariance, parameter and anomaly probes for one frozen encoder; returns (and writes) the JSON."""
+    from rs3l.models.classifier import read_encoder_checkpoint
+    from rs3l.physics.resimulate import draw_spec
+    from rs3l.training.data import check_classes, read_manifest
+    from rs3l.training.pretrain import load_encoder
+
+    data_dir = Path(data_dir)
+    manifest = read_manifest(data_dir)
+    check_classes(cfg["classes"], manifest)
+    read_encoder_checkpoint(encoder_path, cfg)  # inputs must match the config's
+    encoder, _ = load_encoder(encoder_path, cfg)
+    sc, seed = cfg["science"], cfg["seed"]
+    present = list(manifest["views"])
+    if NOMINAL not in present:
+        raise ValueError(f"{data_dir}: rs3l science needs the nominal view; the data have {', '.join(present)}")
+    inv_views = _views_to_probe(cfg, "invariance_views", [v for v in present if v != NOMINAL], present)
+    scan_views = [v for v in present if v in cfg["views"] and draw_spec(cfg, v) is not None]
+    par_views = _views_to_probe(cfg, "parameter_views", scan_views, present)
+    for v in par_views:
+        if v not in cfg["views"] or draw_spec(cfg, v) is None:
+            raise ValueError(f"science.parameter_views: view '{v}' draws no parameter (views.{v}.draw is empty)")
+    views = sorted({NOMINAL, *inv_views, *par_views})
+    data = {split: embed_split(cfg, data_dir, split, views, encoder, sc["max_jets"], ("view_parameter",))
+            for split in ("train", "val", "test")}
+    result = {"encoder": str(encoder_path), "invariance": {}, "parameter": {}, "anomaly": {}}
+
+    for v in inv_views:
+        rows = {s: paired_rows(d, v) for s, d in data.items()}
+        n = {s: len(r[0]) for s, r in rows.items()}
+        if min(n["train"], n["test"]) < MIN_JETS or n["val"] < 2:
+            _missing(cfg, f"invariance '{v}': too few jets with both nominal and {v} ({n})")
+            continue
+        pairs = {s: (data[s]["z"][a], data[s]["z"][b]) for s, (a, b) in rows.items()}
+        r = invariance(pairs["train"], pairs["val"], pairs["test"], Cs=cfg["evaluate"]["linear_probe_c"],
+                       n_boot=sc["bootstrap"], seed=derive_seed(seed, "science", "invariance", v))
+        result["invariance"][v] = {k: r[k] for k in ("auc", "auc_std", "n_jets")}
+        log.info("invariance %s: AUC %.3f ± %.3f (%d test jets)", v, r["auc"], r["auc_std"], r["n_jets"])
+
+    for v in par_views:
+        setting, kind, _, _ = draw_spec(cfg, v)
+        sel = {s: np.flatnonzero((d["view"] == v) & np.isfinite(d["view_parameter"])) for s, d in data.items()}
+        if min(len(sel["train"]), len(sel["test"])) < MIN_JETS:
+            _missing(cfg, f"parameter '{v}': too few jets with a drawn value (train {len(sel['train'])}, "
+                          f"test {len(sel['test'])})")
+            continue
+
+        def target(s):
+            t = data[s]["view_parameter"][sel[s]].astype(np.float64)
+            return np.log(t) if kind == "log_uniform" else t
+
+        r = parameter_regression(data["train"]["z"][sel["train"]], target("train"), data["test"]["z"][sel["test"]],
+                                 target("test"), alphas=sc["ridge_alphas"], n_boot=sc["bootstrap"],
+                                 seed=derive_seed(seed, "science", "parameter", v))
+        result["parameter"][v] = {"parameter": setting, **{k: r[k] for k in
+                                                           ("r2", "r2_std", "resolution", "resolution_std", "n_jets")}}
+        log.info("parameter %s (%s%s): R² %.3f ± %.3f, resolution %.3g (%d test jets)", v, "log " if kind ==
+                 "log_uniform" else "", setting, r["r2"], r["r2_std"], r["resolution"], r["n_jets"])
+
+    an = sc["anomaly"]
+    if an["class"] not in cfg["pretrain"]["exclude_classes"]:
+        log.warning("rs3l science: anomaly class '%s' is not in pretrain.exclude_classes: the encoder may have seen it",
+                    an["class"])
+    classes = cfg["classes"]
+    signal = classes.index(an["class"]) if an["class"] in classes else -1
+    background = [classes.index(c) for c in an["background"] if c in classes]
+
+    def nominal(s, labels):
+        d = data[s]
+        return np.flatnonzero((d["view"] == NOMINAL) & (d["replica"] == 0) & np.isin(d["label"], labels))
+
+    sig, bg_train, bg_test = nominal("test", [signal]), nominal("train", background), nominal("test", background)
+    if min(len(sig), len(bg_test)) < MIN_JETS or len(bg_train) < an["k"]:
+        _missing(cfg, f"anomaly '{an['class']}' vs {an['background']}: too few jets (test {an['class']} {len(sig)}, "
+                      f"test background {len(bg_test)}, train background {len(bg_train)}; config classes: "
+                      f"{', '.join(classes)})")
+    else:
+        r = anomaly(data["train"]["z"][bg_train], data["test"]["z"][sig], data["test"]["z"][bg_test], k=an["k"],
+                    n_boot=sc["bootstrap"], level=cfg["evaluate"]["confidence_level"],
+                    seed=derive_seed(seed, "science", "anomaly"))
+        result["anomaly"] = {"class": an["class"], "background": [c for c in an["background"] if c in classes], **r}
+        log.info("anomaly %s vs %s: AUC %.3f [%.3f, %.3f]", an["class"], "+".join(an["background"]), r["auc"],
+                 *r["auc_ci"])
+    if out is not None:
+        write_text(out, json.dumps(result, indent=1))
+    return result
+
+
+def main(cfg: dict, args) -> None:
+    """``rs3l science``."""
+    science(cfg, args.data, args.encoder, args.out)
+    log.info("-> %s", args.out)
