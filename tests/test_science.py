@@ -199,3 +199,22 @@ def test_neighbours_cli_lists_k_jets(science_setup, capsys):
     assert rc == 0
     printed = capsys.readouterr().out
     assert "distance" in printed and str(entries[4]["jet_id"]) in printed
+
+
+def test_exclude_classes_keeps_the_held_out_class_out_of_the_pretraining_stream(science_setup):
+    """pretrain.exclude_classes: [wqq] removes every wqq jet from the pre-training pairs (train and val);
+    the other classes keep all their pairs, and fine-tuning streams are untouched."""
+    from rs3l.training.data import dataset_from_config
+
+    s = science_setup
+    wqq = s["cfg"]["classes"].index("wqq")
+    allowed = resolve({**s["cfg"], "pretrain": {**s["cfg"]["pretrain"], "exclude_classes": []}})
+    for split in ("train", "val"):
+        held_out = dataset_from_config(s["cfg"], s["data"], split, "pairs", train=False)
+        full = dataset_from_config(allowed, s["data"], split, "pairs", train=False)
+        labels = np.concatenate([b["label"].numpy() for b in held_out])
+        all_labels = np.concatenate([b["label"].numpy() for b in full])
+        assert wqq not in labels and (all_labels == wqq).sum() > 0
+        assert held_out.n_items == len(labels) == (all_labels != wqq).sum()
+    jets = dataset_from_config(s["cfg"], s["data"], "train", "jets", stream="finetune", train=False)
+    assert wqq in np.concatenate([b["label"].numpy() for b in jets])

@@ -5,11 +5,13 @@ Runs real Pythia 8 and fastjet on small samples (160 top / W events, 60 QCD even
 
 from __future__ import annotations
 
+import copy
 import gzip
 import subprocess
 import sys
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pylhe
 import pytest
@@ -17,7 +19,7 @@ import pytest
 from rs3l import schema
 from rs3l.physics import lhe
 from rs3l.physics.generate import generate
-from rs3l.physics.resimulate import generator_level, resimulate
+from rs3l.physics.resimulate import drawn_values, generator_level, resimulate
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +123,46 @@ def test_physics_fsr_up_radiates_more_than_fsr_down(fragments):
     up = _table(fragments[("top", "fsr_up", 0)])
     down = _table(fragments[("top", "fsr_down", 0)])
     assert up.n_constituents.mean() > down.n_constituents.mean() + 2
+
+
+@pytest.mark.slow  # one Pythia initialisation per block: about 20 s on a loaded 2-core machine
+def test_draw_view_stores_its_drawn_parameter_per_jet(cfg, lhe_files, fragments, tmp_path):
+    """fsr_scan draws TimeShower:renormMultFac log-uniformly in [0.25, 4], one value per block of
+    events: each jet carries its hard event's value (in range, shared within a block), re-running
+    (the first half) gives the identical jets, and smaller values (larger alpha_s) radiate more.
+    A view that draws nothing stores NaN."""
+    c = copy.deepcopy(cfg)
+    c["views"]["fsr_scan"]["draw_block"] = 5
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    resimulate(c, lhe_files["top"], "fsr_scan", a, max_events=60)
+    resimulate(c, lhe_files["top"], "fsr_scan", b, max_events=30)
+    first_half = pq.read_table(a).filter(pc.less(pq.read_table(a).column("event"), 30))
+    assert first_half.to_pydict() == pq.read_table(b).to_pydict()
+    jets = _table(a)
+    value = jets.view_parameter.to_numpy()
+    assert len(jets) > 20 and np.all((value >= 0.25) & (value <= 4.0))
+    expected = drawn_values(c, "top", 0, "fsr_scan", 0, 160)
+    np.testing.assert_array_equal(value, expected[jets.event.to_numpy()])
+    assert len(np.unique(expected[:60])) == 12  # one value per block of 5 events
+    # more radiation (more constituents) where the alpha_s scale was lowered
+    low, high = value < 1, value > 1
+    assert low.sum() > 3 and high.sum() > 3
+    assert jets.n_constituents[low].mean() > jets.n_constituents[high].mean()
+    assert np.isnan(_table(fragments[("top", "nominal", 0)]).view_parameter).all()
+
+
+def test_drawn_values_are_log_uniform_and_seeded(cfg):
+    """Over many blocks, log(value) of a log-uniform draw is uniform in [log 0.25, log 4] (quantiles
+    within 0.02 of the uniform ones); another replica or chunk draws other values; no draw -> NaN."""
+    c = copy.deepcopy(cfg)
+    c["views"]["fsr_scan"]["draw_block"] = 1
+    v = drawn_values(c, "top", 0, "fsr_scan", 0, 20000)
+    u = (np.log(v) - np.log(0.25)) / (np.log(4) - np.log(0.25))
+    np.testing.assert_allclose(np.quantile(u, [0.1, 0.25, 0.5, 0.75, 0.9]), [0.1, 0.25, 0.5, 0.75, 0.9], atol=0.02)
+    assert not np.array_equal(v[:50], drawn_values(c, "top", 0, "fsr_scan", 1, 50))
+    assert not np.array_equal(v[:50], drawn_values(c, "top", 1, "fsr_scan", 0, 50))
+    np.testing.assert_array_equal(v, drawn_values(c, "top", 0, "fsr_scan", 0, 20000))
+    assert np.isnan(drawn_values(c, "top", 0, "nominal", 0, 10)).all()
 
 
 def _gen(cfg, path, view, replica=0):
