@@ -13,6 +13,11 @@ views again before hadronization), so event *i* of a view always gets the same
 random numbers; the detector draws from a generator derived from
 (process, chunk, view, replica). Events come from ``pythia.nextBatch``; all later
 steps are columnar over a batch.
+
+Parameter-scan views (``views.<view>.draw``) draw one value of a Pythia setting per block of
+``draw_block`` events (:func:`drawn_values`) and run one Pythia per block, initialised with
+that value and starting at the block's first event: Pythia reads shower and hadronization
+parameters only at ``init()``. The value is stored per jet in ``view_parameter``.
 """
 
 from __future__ import annotations
