@@ -68,7 +68,9 @@ def test_parallel_parts_hold_exactly_the_single_merges_jets(tmp_path):
         assert np.array_equal(_dense(ida), _dense(idb))
         assert len(np.unique(idb)) == len(np.unique(ida)) == parted["splits"][split]["jets"]
         assert set(np.unique(idb >> PART_SHIFT)) <= {0, 1, 2}
-        assert a.drop_columns(["jet_id"]).equals(b.drop_columns(["jet_id"]))
+        # (view_parameter is NaN for views that draw nothing, and Arrow's equals() has NaN != NaN)
+        assert a.drop_columns(["jet_id", "view_parameter"]).equals(b.drop_columns(["jet_id", "view_parameter"]))
+        np.testing.assert_array_equal(a.column("view_parameter").to_numpy(), b.column("view_parameter").to_numpy())
     # shards of a part: whole jets, at most shard_size jets, and listed with their hashes
     for split in SPLITS:
         for shard in parted["splits"][split]["shards"]:

@@ -73,7 +73,10 @@ def test_generate_is_deterministic(cfg, tmp_path):
 def test_same_command_gives_identical_tables_and_replicas_differ(cfg, lhe_files, fragments, tmp_path):
     again = tmp_path / "again.parquet"
     resimulate(cfg, lhe_files["top"], "seed", again, replica=1)
-    assert pq.read_table(again).equals(pq.read_table(fragments[("top", "seed", 1)]))
+    a, b = pq.read_table(again), pq.read_table(fragments[("top", "seed", 1)])
+    # (view_parameter is NaN for views that draw nothing, and Arrow's equals() has NaN != NaN)
+    assert a.drop_columns(["view_parameter"]).equals(b.drop_columns(["view_parameter"]))
+    np.testing.assert_array_equal(a.column("view_parameter").to_numpy(), b.column("view_parameter").to_numpy())
     seed0, seed1 = _table(fragments[("top", "seed", 0)]), _table(fragments[("top", "seed", 1)])
     nominal = _table(fragments[("top", "nominal", 0)])
     assert not np.array_equal(seed0.n_constituents, seed1.n_constituents)

@@ -50,6 +50,9 @@ VIEW_FACTOR = {
     "parton": (0.96, "measured here: 1.40 s vs 1.35 s for 200 events (shared shower, own hadronization)"),
     "detector": (0.90, "measured here: 1.50 s vs 1.35 s for 200 events (shared generator-level event)"),
 }
+#: A parameter-scan view (views.<v>.draw) starts a new Pythia per draw_block events: seconds per extra
+#: initialisation (top, MPI on; benchmarks/bench_draw.py: 0.9-1.2 s on the loaded 2-core VM).
+DRAW_INIT_S = (0.9, "benchmarks/bench_draw.py on the dev VM under load (2026-11-22)")
 #: Hard process (generate) rate, events/s, and the fixed cost of every job (Python start, imports,
 #: Pythia init), seconds: `rs3l resimulate --max-events 1` takes 1.3 s wall here.
 HARD_RATE = (3000.0, SOURCE_DESIGN + "; 12,000-22,000 ev/s here")
@@ -166,6 +169,8 @@ def plan(cfg: dict, profile_path: Path | None = None, rules_dir: Path | None = N
         for view, _replica in instances:
             factor = VIEW_FACTOR[_view_kind(cfg["views"][view])][0]
             cpu["resimulate"] += sim["chunks"] * (events / (rate * factor) + JOB_OVERHEAD_S[0])
+            if cfg["views"][view]["draw"]:  # one more Pythia init per further block of drawn values
+                cpu["resimulate"] += sim["chunks"] * (-(-events // cfg["views"][view]["draw_block"]) - 1) * DRAW_INIT_S[0]
             disk["fragments"] += n_events * jets_per_event * row_bytes
         rows = n_events * jets_per_event * len(instances)
         rows_total += rows
