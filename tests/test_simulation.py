@@ -152,6 +152,12 @@ def test_draw_view_stores_its_drawn_parameter_per_jet(cfg, lhe_files, fragments,
     assert low.sum() > 3 and high.sum() > 3
     assert jets.n_constituents[low].mean() > jets.n_constituents[high].mean()
     assert np.isnan(_table(fragments[("top", "nominal", 0)]).view_parameter).all()
+    # had_scan (parton intervention, StringZ:aLund drawn per block of 5 events): the shower is still
+    # the one every parton view shares, across Pythia instances; only the hadrons differ
+    c["views"]["had_scan"]["draw_block"] = 5
+    shared, scan = _gen(c, lhe_files["qcd"], "had_seed"), _gen(c, lhe_files["qcd"], "had_scan")
+    np.testing.assert_array_equal(shared["parton_px"], scan["parton_px"])
+    assert len(shared["px"]) != len(scan["px"]) or not np.array_equal(shared["px"], scan["px"])
 
 
 def test_drawn_values_are_log_uniform_and_seeded(cfg):
