@@ -334,6 +334,8 @@ def _train(cfg: dict, data_dir: Path, out_dir: Path, key: str, resume_from: Path
                                  *(callbacks or [])],
         enable_progress_bar=True, enable_model_summary=_global_rank() == 0, log_every_n_steps=10,
         num_sanity_val_steps=0)
+    log.info("training process: global rank %d of world size %d (%s)", trainer.global_rank, trainer.world_size,
+             type(trainer.strategy).__name__)
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     if not trainer.is_global_zero or _global_rank() != 0:
         return {"skipped": False, "epochs": cfg["pretrain"]["epochs"]}
@@ -345,7 +347,7 @@ def _train(cfg: dict, data_dir: Path, out_dir: Path, key: str, resume_from: Path
         model.encoder.load_state_dict(best_cb.best_state)
     save_encoder(out_dir / ENCODER, model.encoder, cfg, manifest.get("content_hash"))
     trained = int(trainer.current_epoch)  # epochs completed (after fit, current_epoch counts them)
-    stopping_point = {"best_epoch": best_cb.best_epoch, "best_val_loss": best_cb.best_loss,
+    stopping_point = {"world_size": trainer.world_size, "best_epoch": best_cb.best_epoch, "best_val_loss": best_cb.best_loss,
                       "epochs_trained": trained,
                       "early_stopped": bool(stopping and stopping[0].stopped_epoch > 0),
                       # converged: the val loss stopped improving (patience ran out) before the epoch budget
