@@ -95,6 +95,8 @@ def n_chunks(cfg: dict, process: str) -> int:
         raise LHEInputError(f"processes.{process}.lhe: no file matches '{proc['lhe']}'")
     events = sum(count_events(f) for f in files)
     if events == 0:
+        for f in files:
+            _check_container(f)  # a more precise reason: not LHE, truncated
         raise LHEInputError(f"processes.{process}.lhe: the files matching '{proc['lhe']}' hold no <event> "
                             f"({', '.join(map(str, files))})")
     return min(sim["chunks"], math.ceil(events / sim["events_per_chunk"]))
