@@ -85,6 +85,8 @@ def _known(kind: str, name: str, known) -> None:
 def check(cfg: dict) -> None:
     """Cross-reference checks that the schema cannot express."""
     sim = cfg["simulation"]
+    for pname, proc in cfg["processes"].items():
+        _check_process_source(pname, proc, pname in sim["processes"])
     for name in sim["processes"]:
         _known("process", name, list(cfg["processes"]))
     for name in sim["views"]:
@@ -94,7 +96,6 @@ def check(cfg: dict) -> None:
             raise ConfigError(f"simulation.replicas names view '{name}', which is not in simulation.views: {', '.join(sim['views'])}")
     classes = cfg["classes"]
     for pname, proc in cfg["processes"].items():
-        _check_process_source(pname, proc, pname in sim["processes"])
         lab = proc["labelling"]
         if lab["kind"] == "resonance":
             for key in ("pdg_id", "n_partons", "label"):
