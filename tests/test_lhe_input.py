@@ -27,7 +27,7 @@ from rs3l import config
 from rs3l.data import merge
 from rs3l.physics import lhe, lhe_input
 from rs3l.physics.lhe_input import LHEInputError
-from rs3l.plan import job_counts, process_chunks
+from rs3l.plan import format_plan, job_counts, plan, process_chunks
 
 MG5 = REPO / "tests" / "data" / "mg5_ttbar.lhe"
 N_EVENTS = 40
@@ -264,3 +264,37 @@ def test_dry_run_schedules_split_lhe_instead_of_generate(tmp_path):
     assert [j for j in jobs if j.startswith("resimulate:") and "/lhe/ttmg/chunk1.lhe.gz" in j]
     scheduled.pop("total")
     assert scheduled == job_counts(config.load(path))
+
+
+def test_plan_counts_lhe_chunks_from_the_events_of_the_files():
+    """With simulation.chunks = 5 and 16 events per chunk, qcd has 5 chunks (80 events) and the 40-event
+    file 3 (16 + 16 + 8): `rs3l plan` counts 8 chunks' resimulate jobs and 120 hard events."""
+    cfg = _cfg(MG5, chunks=5)
+    p = plan(cfg)
+    n_views = len(config.view_instances(cfg))
+    assert p["chunks"] == {"qcd": 5, "ttmg": 3}
+    assert p["jobs"]["generate"] == 5 and p["jobs"]["split_lhe_ttmg"] == 1
+    assert p["jobs"]["resimulate"] == 8 * n_views
+    assert p["events"] == 5 * 16 + N_EVENTS
+    assert "split-lhe" in format_plan(p, cfg)
+
+
+@pytest.mark.slow
+def test_workflow_with_an_lhe_process_runs_to_the_manifest(tmp_path):
+    """End to end up to `merge`: Pythia qcd + the MadGraph-style t tbar file, two views; the manifest holds
+    top jets and the split record (source sha256, chunk ranges)."""
+    path = tmp_path / "lhe.yaml"
+    raw = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    raw["simulation"].update({"processes": ["qcd", "ttmg"], "events_per_chunk": 20, "chunks": 2,
+                              "views": ["nominal", "seed"]})
+    raw["processes"] = {**raw.get("processes", {}), **_raw(MG5)["processes"]}
+    path.write_text(yaml.safe_dump(raw))
+    results = tmp_path / "r"
+    snakemake("--cores", "2", "--workflow-profile", "workflow/profiles/default", "merge", results_dir=results,
+              configfile=str(path))
+    manifest = json.loads((results / "data" / "manifest.json").read_text())
+    record = manifest["lhe_sources"]["ttmg"]
+    assert record["files"][0]["sha256"] == hashlib.sha256(MG5.read_bytes()).hexdigest()
+    assert [(c["first"], c["stop"]) for c in record["chunks"]] == [(0, 20), (20, 40)]
+    assert sum(manifest["splits"][s]["per_class"].get("top", 0) for s in manifest["splits"]) > 5
+    assert not (results / "lhe" / "ttmg" / "chunk0.lhe.gz").read_bytes().startswith(b"<")  # gzip, as generate's
