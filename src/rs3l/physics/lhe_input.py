@@ -30,7 +30,7 @@ from pathlib import Path
 
 RECORD = "lhe_sources.json"
 _BLOCK = 1 << 24
-_COUNTS: dict[tuple, int] = {}
+_SCANS: dict[tuple, tuple[int, bytes, bytes]] = {}
 
 
 class LHEInputError(ValueError):
@@ -57,31 +57,38 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
 
 
-def count_events(path: str | Path) -> int:
-    """Number of ``</event>`` tags in an LHE file (gzip or not), without parsing: ~1 s per GB of text.
-
-    Cached per (path, size, mtime) in this process. Raises LHEInputError for a missing or empty file
-    or a damaged gzip stream. ``rs3l split-lhe`` checks that the parsed events agree with this count.
-    """
-    path = Path(path)
+def _scan(path: Path) -> tuple[int, bytes, bytes]:
+    """(number of ``</event>`` tags, first and last 4 kB of the text) of an LHE file, gzip or not:
+    one pass, no parsing (~1 s per GB of text). Cached per (path, size, mtime) in this process."""
     if not path.is_file():
         raise LHEInputError(f"LHE file '{path}' does not exist")
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _COUNTS:
+    if key not in _SCANS:
         if st.st_size == 0:
             raise LHEInputError(f"LHE file '{path}' is empty (0 bytes)")
-        n, tail = 0, b""
+        n, head, tail = 0, b"", b""
         try:
             with _open_binary(path) as fh:
                 while block := fh.read(_BLOCK):
-                    data = tail + block
+                    # 7 bytes carried over: a tag split between blocks is found, a whole one not counted twice
+                    data = tail[-7:] + block
                     n += data.count(b"</event>")
-                    tail = data[-7:]  # shorter than the tag: a match is never counted twice
+                    head = head or block[:4096]
+                    tail = (tail + block)[-4096:]
         except (OSError, EOFError, zlib.error) as exc:
             raise LHEInputError(f"LHE file '{path}' is truncated or not valid gzip ({exc})") from exc
-        _COUNTS[key] = n
-    return _COUNTS[key]
+        _SCANS[key] = (n, head, tail)
+    return _SCANS[key]
+
+
+def count_events(path: str | Path) -> int:
+    """Number of ``</event>`` tags in an LHE file (gzip or not), without parsing.
+
+    Raises LHEInputError for a missing or empty file or a damaged gzip stream. ``rs3l split-lhe``
+    checks that the events it parses agree with this count.
+    """
+    return _scan(Path(path))[0]
 
 
 def n_chunks(cfg: dict, process: str) -> int:
@@ -104,21 +111,16 @@ def n_chunks(cfg: dict, process: str) -> int:
 
 def _check_container(path: Path) -> None:
     """Errors a parser would report obscurely: missing, empty, damaged gzip, not LHE, no closing tag."""
-    count_events(path)  # missing, empty, damaged gzip
-    with _open_binary(path) as fh:
-        head = fh.read(4096).lstrip()
+    _, head, tail = _scan(path)
+    head, tail = head.lstrip(), tail.rstrip()
     if not head:
         raise LHEInputError(f"LHE file '{path}' is empty (nothing after decompression)")
     if b"<LesHouchesEvents" not in head:
         raise LHEInputError(f"LHE file '{path}' is not an LHE file: no <LesHouchesEvents> tag at its start "
                             f"(begins with {head[:40]!r})")
-    with _open_binary(path) as fh:
-        size = fh.seek(0, os.SEEK_END)
-        fh.seek(max(0, size - 4096))
-        end = fh.read().rstrip()
-    if not end.endswith(b"</LesHouchesEvents>"):
+    if not tail.endswith(b"</LesHouchesEvents>"):
         raise LHEInputError(f"LHE file '{path}' is truncated: it does not end with </LesHouchesEvents> "
-                            f"(ends with {end[-40:]!r})")
+                            f"(ends with {tail[-40:]!r})")
 
 
 def iter_source(path: str | Path):
@@ -197,35 +199,49 @@ def _check_beams(path: Path, beams: tuple, cfg: dict) -> None:
                             f"{cfg['simulation']['sqrt_s']:g} GeV asks for {half:g} each")
 
 
-def _events(cfg: dict, process: str, files: list[Path], sources: list[dict]):
-    """All events of ``files`` in order, checked; fills ``sources`` (one record per file) as it goes.
-    The first file's ``<init>`` decides the beams; every later file must agree."""
-    beams = None
-    for path in files:
-        reader = iter_source(path)
-        init = next(reader)
-        b = _beams(init)
-        if beams is None:
-            _check_beams(path, b, cfg)
-            beams, first = b, path
-            yield "init", init
-        elif b != beams:
-            raise LHEInputError(f"LHE file '{path}': <init> beams/PDF/weighting {b} differ from those of '{first}' "
-                                f"{beams}; all files of processes.{process}.lhe must come from one set-up")
-        else:
-            yield "init", init
-        src = {"path": str(path), "sha256": _sha256(path), "bytes": path.stat().st_size, "events": 0,
-               "negative_weights": 0}
-        sources.append(src)
-        for head, rows in reader:
-            if head[2] < 0:
-                if cfg["processes"][process]["negative_weights"] == "refuse":
-                    raise LHEInputError(f"LHE file '{path}': event {src['events']} has a negative weight ({head[2]:g}); "
-                                        f"set processes.{process}.negative_weights: keep to use such events "
-                                        f"(jets are used unweighted)")
-                src["negative_weights"] += 1
-            src["events"] += 1
-            yield head, rows
+class _Sources:
+    """The source files of one process read in order: their events (checked), and what the chunks and
+    the record need from them (beams and processes of ``<init>``, per-file counts)."""
+
+    def __init__(self, cfg: dict, process: str, files: list[Path]):
+        self.cfg, self.process, self.files = cfg, process, files
+        self.beams, self.init_processes, self.records = None, {}, []
+
+    def events(self):
+        """Yield (head, particles) of every event of every file (see :func:`iter_source`)."""
+        refuse = self.cfg["processes"][self.process]["negative_weights"] == "refuse"
+        for path in self.files:
+            reader = iter_source(path)
+            init = next(reader)
+            beams = _beams(init)
+            if self.beams is None:
+                _check_beams(path, beams, self.cfg)
+                self.beams, self.first = beams, path
+            elif beams != self.beams:
+                raise LHEInputError(f"LHE file '{path}': <init> beams/PDF/weighting {beams} differ from those of "
+                                    f"'{self.first}' {self.beams}; all files of processes.{self.process}.lhe must "
+                                    f"come from one set-up")
+            for p in init.procInfo:
+                self.init_processes.setdefault(p.procId, (p.xSection, p.error, p.unitWeight, p.procId))
+            src = {"path": str(path), "sha256": _sha256(path), "bytes": path.stat().st_size, "events": 0,
+                   "negative_weights": 0}
+            self.records.append(src)
+            for head, rows in reader:
+                if head[2] < 0:
+                    if refuse:
+                        raise LHEInputError(f"LHE file '{path}': event {src['events']} has a negative weight "
+                                            f"({head[2]:g}); set processes.{self.process}.negative_weights: keep to "
+                                            f"use such events (jets are used unweighted)")
+                    src["negative_weights"] += 1
+                src["events"] += 1
+                yield head, rows
+
+    def init_block(self) -> str:
+        from rs3l.physics import lhe
+
+        b = self.beams
+        return lhe.init_block((b[0], b[1]), (b[2], b[3]), list(self.init_processes.values()), pdf_groups=(b[4], b[5]),
+                              pdf_sets=(b[6], b[7]), weighting=b[8])
 
 
 def split(cfg: dict, process: str, out_dir: str | Path) -> dict:
@@ -246,37 +262,28 @@ def split(cfg: dict, process: str, out_dir: str | Path) -> dict:
         raise ValueError(f"process '{process}' is not an LHE process; LHE processes: {', '.join(lhe_names) or 'none'}")
     proc, epc = cfg["processes"][process], cfg["simulation"]["events_per_chunk"]
     out_dir = Path(out_dir)
-    files = source_files(proc["lhe"])
     chunks = n_chunks(cfg, process)  # what the workflow's DAG was built with
-    wanted = chunks * epc
-    sources, init_procs, pending, record_chunks, beams = [], {}, [], [], None
+    sources = _Sources(cfg, process, source_files(proc["lhe"]))
     sim_hash = simulation_hash(cfg)
-    index = 0
+    pending, record_chunks, used = [], [], 0
 
     def flush():
-        c, lo, hi = len(record_chunks), index - len(pending), index
-        init = lhe.init_block((beams[0], beams[1]), (beams[2], beams[3]), list(init_procs.values()),
-                              pdf_groups=(beams[4], beams[5]), pdf_sets=(beams[6], beams[7]), weighting=beams[8])
+        c, lo, hi = len(record_chunks), used - len(pending), used
         header = (f"<!-- rs3l split-lhe process={process} chunk={c} events {lo}..{hi - 1} of the files matching "
                   f"{proc['lhe']} simulation_hash={sim_hash} -->\n"
                   f"<rs3l process=\"{process}\" chunk=\"{c}\" first=\"{lo}\" stop=\"{hi}\"/>")
         path = out_dir / f"chunk{c}.lhe.gz"
-        lhe.write_atomic(path, header, init, pending)
+        lhe.write_atomic(path, header, sources.init_block(), pending)
         weights = [ev.weight for ev in pending]
         record_chunks.append({"chunk": c, "first": lo, "stop": hi, "sum_weights": float(sum(weights)),
                               "negative_weights": sum(w < 0 for w in weights), "sha256": _sha256(path)})
         pending.clear()
 
-    for head, rows in _events(cfg, process, files, sources):
-        if head == "init":
-            beams = beams or _beams(rows)
-            for p in rows.procInfo:
-                init_procs.setdefault(p.procId, (p.xSection, p.error, p.unitWeight, p.procId))
-            continue
-        if index < wanted:
+    for head, rows in sources.events():
+        if used < chunks * epc:
             pending.append(lhe.HardEvent(rows, scale=head[3], alpha_qed=head[4], alpha_qcd=head[5], weight=head[2],
                                          process_id=head[1]))
-            index += 1
+            used += 1
             if len(pending) == epc:
                 flush()
     if pending:
@@ -285,17 +292,19 @@ def split(cfg: dict, process: str, out_dir: str | Path) -> dict:
         raise LHEInputError(f"processes.{process}.lhe: {len(record_chunks)} chunks written, {chunks} expected")
     # which source events each chunk holds: [file index, first, stop) within that file
     start = [0]
-    for src in sources:
+    for src in sources.records:
         start.append(start[-1] + src["events"])
     for ch in record_chunks:
         ch["sources"] = [[f, max(ch["first"], start[f]) - start[f], min(ch["stop"], start[f + 1]) - start[f]]
-                         for f in range(len(sources)) if max(ch["first"], start[f]) < min(ch["stop"], start[f + 1])]
+                         for f in range(len(sources.records)) if max(ch["first"], start[f]) < min(ch["stop"], start[f + 1])]
     for old in out_dir.glob("chunk*.lhe.gz"):
         if old.name not in {f"chunk{c}.lhe.gz" for c in range(chunks)}:
             old.unlink()  # from an earlier split into more chunks
-    record = {"process": process, "pattern": proc["lhe"], "files": sources, "events": start[-1], "events_used": index,
-              "events_per_chunk": epc, "weighting": beams[8], "negative_weights": proc["negative_weights"],
-              "init_processes": [{"id": pid, "xsec_pb": x, "xerr_pb": dx} for x, dx, _, pid in init_procs.values()],
+    record = {"process": process, "pattern": proc["lhe"], "files": sources.records, "events": start[-1],
+              "events_used": used, "events_per_chunk": epc, "weighting": sources.beams[8],
+              "negative_weights": proc["negative_weights"],
+              "init_processes": [{"id": pid, "xsec_pb": x, "xerr_pb": dx}
+                                 for x, dx, _, pid in sources.init_processes.values()],
               "chunks": record_chunks}
     write_text(out_dir / RECORD, json.dumps(record, indent=1, sort_keys=True))
     return record
