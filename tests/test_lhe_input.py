@@ -150,10 +150,6 @@ def test_split_chunk_resimulates_with_real_pythia_into_top_jets(tmp_path):
     assert merge.lhe_sources(cfg)["ttmg"]["chunks"][0]["stop"] == 16
 
 
-def _lines_of(text: str) -> list[str]:
-    return text.splitlines(keepends=True)
-
-
 def _bad_files(tmp_path) -> dict[str, Path]:
     text = MG5.read_text()
     cut = len(text) * 2 // 3

@@ -81,10 +81,9 @@ MERGE_ROWS_PER_S = (45000.0, "benchmarks/bench_scale.py on the dev VM: 128k jets
 
 def _lhe_events_used(cfg: dict, process: str, chunks: int) -> int:
     """Events an ``lhe`` process' split keeps: all its files hold, up to ``chunks`` full chunks."""
-    from rs3l.physics.lhe_input import count_events, source_files
+    from rs3l.physics.lhe_input import source_events
 
-    held = sum(count_events(f) for f in source_files(cfg["processes"][process]["lhe"]))
-    return min(held, chunks * cfg["simulation"]["events_per_chunk"])
+    return min(source_events(cfg["processes"][process], process), chunks * cfg["simulation"]["events_per_chunk"])
 
 
 def _measured(table: dict, process: str):

@@ -25,6 +25,11 @@ PROCESSES = SIM["processes"]
 PROCESS_CHUNKS = rs3l_plan.process_chunks(config)
 GENERATED = [p for p in PROCESSES if not rs3l_lhe_input.is_lhe(config["processes"][p])]
 LHE_PROCESSES = [p for p in PROCESSES if rs3l_lhe_input.is_lhe(config["processes"][p])]
+# a split reads every source event: twice the time at the measured rate, plus start-up (minutes)
+SPLIT_MINUTES = {
+    p: 10 + 2 * rs3l_lhe_input.source_events(config["processes"][p], p) // int(60 * rs3l_plan.SPLIT_RATE[0])
+    for p in LHE_PROCESSES
+}
 INSTANCES = rs3l_config.view_instances(config)
 MERGE_PARTS = rs3l_plan.merge_parts(config)
 MERGE_HASH = rs3l_plan.merge_hash(config)

@@ -55,8 +55,8 @@ for _process in LHE_PROCESSES:
         benchmark:
             f"{R}/benchmarks/split_lhe/{_process}.tsv"
         resources:
-            runtime=60,
-            mem_mb=4000,
+            runtime=SPLIT_MINUTES[_process],
+            mem_mb=2000,
             cpus_per_task=1,
         conda:
             "../envs/simulation.yaml"

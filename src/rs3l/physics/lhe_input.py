@@ -97,6 +97,12 @@ def n_chunks(cfg: dict, process: str) -> int:
     sim, proc = cfg["simulation"], cfg["processes"][process]
     if not is_lhe(proc):
         return sim["chunks"]
+    events = source_events(proc, process)
+    return min(sim["chunks"], math.ceil(events / sim["events_per_chunk"]))
+
+
+def source_events(proc: dict, process: str) -> int:
+    """Events in the files of an ``lhe`` process entry (counted tags); an error if there are none."""
     files = source_files(proc["lhe"])
     if not files:
         raise LHEInputError(f"processes.{process}.lhe: no file matches '{proc['lhe']}'")
@@ -106,7 +112,7 @@ def n_chunks(cfg: dict, process: str) -> int:
             _check_container(f)  # a more precise reason: not LHE, truncated
         raise LHEInputError(f"processes.{process}.lhe: the files matching '{proc['lhe']}' hold no <event> "
                             f"({', '.join(map(str, files))})")
-    return min(sim["chunks"], math.ceil(events / sim["events_per_chunk"]))
+    return events
 
 
 def _check_container(path: Path) -> None:
