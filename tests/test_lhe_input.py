@@ -294,3 +294,24 @@ def test_workflow_with_an_lhe_process_runs_to_the_manifest(tmp_path):
     assert [(c["first"], c["stop"]) for c in record["chunks"]] == [(0, 20), (20, 40)]
     assert sum(manifest["splits"][s]["per_class"].get("top", 0) for s in manifest["splits"]) > 5
     assert not (results / "lhe" / "ttmg" / "chunk0.lhe.gz").read_bytes().startswith(b"<")  # gzip, as generate's
+
+
+def test_powheg_style_lhef1_file_with_event_attributes_splits_like_the_madgraph_one(tmp_path):
+    """LHEF 1.0 as POWHEG-BOX writes it: a run-card comment and no <header>, `#pwg`/`#rwgt` lines after
+    the particles, IDWTUP -4; some events carry LHEF 3 attributes (`<event npLO=" -1 " npNLO=" 1 ">`).
+    The chunks hold the same particles and weights as those of the MadGraph-style file."""
+    text = MG5.read_text()
+    head, events = text[:text.index("<init>")], text[text.index("<init>"):]
+    events = re.sub(r"<mgrwt>.*?</mgrwt>\n<rwgt>.*?</rwgt>\n", "#pwgsudakovs 0.5 0.7\n#rwgt 1 3 40 1 2\n", events,
+                    flags=re.S)
+    events = events.replace("<event>\n", "<event npLO=\" -1 \" npNLO=\" 1 \">\n", 5)
+    assert "<header>" in head and "#pwgsudakovs" in events
+    path = tmp_path / "pwgevents.lhe"
+    path.write_text("<LesHouchesEvents version=\"1.0\">\n<!--\nfile generated with POWHEG-BOX-V2\nncall1 10000\n-->\n"
+                    + events)
+    powheg = lhe_input.split(_cfg(path), "ttmg", tmp_path / "pwg")
+    madgraph = lhe_input.split(_cfg(MG5), "ttmg", tmp_path / "mg")
+    assert [c["sum_weights"] for c in powheg["chunks"]] == [c["sum_weights"] for c in madgraph["chunks"]]
+    for c in range(3):
+        a, b = lhe.read(tmp_path / "pwg" / f"chunk{c}.lhe.gz"), lhe.read(tmp_path / "mg" / f"chunk{c}.lhe.gz")
+        assert a.particles.to_list() == b.particles.to_list()
