@@ -9,14 +9,12 @@ from collections import defaultdict
 from pathlib import Path
 
 from rs3l.config import config_hash
-from rs3l.physics.lhe_input import is_lhe
+from rs3l.physics.lhe_input import is_lhe, n_chunks, source_events
 
 
 def process_chunks(cfg: dict) -> dict[str, int]:
     """Chunks per simulated process: ``simulation.chunks``, or for an ``lhe`` process as many as its
     events fill (at most that; counted from the files' ``</event>`` tags, see rs3l.physics.lhe_input)."""
-    from rs3l.physics.lhe_input import n_chunks
-
     return {p: n_chunks(cfg, p) for p in cfg["simulation"]["processes"]}
 
 
@@ -81,8 +79,6 @@ MERGE_ROWS_PER_S = (45000.0, "benchmarks/bench_scale.py on the dev VM: 128k jets
 
 def _lhe_events_used(cfg: dict, process: str, chunks: int) -> int:
     """Events an ``lhe`` process' split keeps: all its files hold, up to ``chunks`` full chunks."""
-    from rs3l.physics.lhe_input import source_events
-
     return min(source_events(cfg["processes"][process], process), chunks * cfg["simulation"]["events_per_chunk"])
 
 
@@ -171,7 +167,8 @@ def plan(cfg: dict, profile_path: Path | None = None, rules_dir: Path | None = N
     disk = {"lhe": 0.0, "fragments": 0.0, "shards": 0.0}
     jets = {s: defaultdict(float) for s in ("train", "val", "test")}
     rows_total, events_total = 0.0, 0
-    for process, chunks in process_chunks(cfg).items():
+    chunks_by_process = process_chunks(cfg)
+    for process, chunks in chunks_by_process.items():
         rate, note = _measured(NOMINAL_RATE, process)
         per_class, _ = _measured(JETS_PER_EVENT, process)
         row_bytes, _ = _measured(FRAGMENT_BYTES_PER_ROW, process)
@@ -216,7 +213,8 @@ def plan(cfg: dict, profile_path: Path | None = None, rules_dir: Path | None = N
             continue  # local rules: no submission
         per = components.get(rule_group.get(rule, ""), 1)
         submissions[rule] = -(-n // per)
-    return {"jobs": jobs, "chunks": process_chunks(cfg), "submissions": submissions, "group_size": {r: components.get(g, 1) for r, g in rule_group.items()},
+    return {"jobs": jobs, "chunks": chunks_by_process, "submissions": submissions,
+            "group_size": {r: components.get(g, 1) for r, g in rule_group.items()},
             "profile": str(profile_path) if profile else f"{profile_path} (not found: one submission per job)",
             "cpu_hours": {k: v / 3600 for k, v in cpu.items()}, "disk_gb": {k: v / 1e9 for k, v in disk.items()},
             "jets": {s: dict(v) for s, v in jets.items()}, "rows": rows_total, "events": events_total,
