@@ -281,7 +281,7 @@ def test_workflow_with_an_lhe_process_runs_to_the_manifest(tmp_path):
     top jets and the split record (source sha256, chunk ranges)."""
     path = tmp_path / "lhe.yaml"
     raw = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
-    raw["simulation"].update({"processes": ["qcd", "ttmg"], "events_per_chunk": 20, "chunks": 2,
+    raw["simulation"].update({"processes": ["qcd", "ttmg"], "events_per_chunk": 24, "chunks": 1,
                               "views": ["nominal", "seed"]})
     raw["processes"] = {**raw.get("processes", {}), **_raw(MG5)["processes"]}
     path.write_text(yaml.safe_dump(raw))
@@ -291,8 +291,8 @@ def test_workflow_with_an_lhe_process_runs_to_the_manifest(tmp_path):
     manifest = json.loads((results / "data" / "manifest.json").read_text())
     record = manifest["lhe_sources"]["ttmg"]
     assert record["files"][0]["sha256"] == hashlib.sha256(MG5.read_bytes()).hexdigest()
-    assert [(c["first"], c["stop"]) for c in record["chunks"]] == [(0, 20), (20, 40)]
-    assert sum(manifest["splits"][s]["per_class"].get("top", 0) for s in manifest["splits"]) > 5
+    assert [(c["first"], c["stop"]) for c in record["chunks"]] == [(0, 24)] and record["events"] == N_EVENTS
+    assert sum(manifest["splits"][s]["per_class"].get("top", 0) for s in manifest["splits"]) > 3
     assert not (results / "lhe" / "ttmg" / "chunk0.lhe.gz").read_bytes().startswith(b"<")  # gzip, as generate's
 
 
