@@ -17,7 +17,7 @@ def test_defaults_are_filled_from_the_schema(cfg):
     ({"simulation": {"chunks": 0}}, "simulation.chunks"),
     ({"simulation": {"views": ["nominal", "fsr_upp"]}}, "unknown view 'fsr_upp'; known: nominal"),
     ({"simulation": {"processes": ["ttbar"]}}, "unknown process 'ttbar'; known: qcd, top"),
-    ({"processes": {"top": {"labelling": {"kind": "resonance"}}}}, "'settings' is a required property"),
+    ({"processes": {"top": {"labelling": {"kind": "resonance"}}}}, "processes.top: give exactly one of 'settings'"),
     ({"pretrain": {"encoder": "resnet"}}, "allowed values: particlenet, transformer, deepsets"),
     ({"views": {"nominal": {"intervention": "reco"}}}, "allowed values: hard, parton, detector"),
     ({"views": {"nominal": {}, "x": {"intervention": "parton", "settings": ["TimeShower:pTmin = 1"]}},

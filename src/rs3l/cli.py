@@ -31,8 +31,14 @@ def _generate(p):
     p.add_argument("--out", required=True, help="output LHE file (.lhe or .lhe.gz), written atomically")
 
 
+def _split_lhe(p):
+    p.add_argument("--process", required=True, help="process defined by `lhe: <path or glob>` under `processes` in the config")
+    p.add_argument("--out-dir", required=True, help="output folder: chunk{c}.lhe.gz (simulation.events_per_chunk events "
+                   "each, at most simulation.chunks) and lhe_sources.json, written atomically")
+
+
 def _resimulate(p):
-    p.add_argument("--lhe", required=True, help="LHE file written by `rs3l generate`")
+    p.add_argument("--lhe", required=True, help="LHE file written by `rs3l generate` or `rs3l split-lhe`")
     p.add_argument("--view", required=True, help="view name defined under `views` in the config (e.g. fsr_up)")
     p.add_argument("--replica", type=int, default=0, help="replica number of the view (new random numbers; default 0)")
     p.add_argument("--out", required=True, help="output Parquet fragment, written atomically")
@@ -116,6 +122,8 @@ def _export_onnx(p):
 
 COMMANDS = {
     "generate": ("rs3l.physics.generate:main", "generate hard-scattering events with Pythia 8 and write them as LHE", _generate),
+    "split-lhe": ("rs3l.physics.lhe_input:main", "check external LHE files (MadGraph, POWHEG, ...) of an `lhe` process and "
+                  "split them into chunks in place of `generate`", _split_lhe),
     "resimulate": ("rs3l.physics.resimulate:main", "re-simulate one view of an LHE file: shower, hadronization, detector, jets -> Parquet", _resimulate),
     "merge": ("rs3l.data.merge:main", "align the views of each jet into train/val/test Parquet shards + manifest.json", _merge),
     "export-root": ("rs3l.data.export_root:main", "write merged shards as a ROOT TTree (uproot)", _export_root),

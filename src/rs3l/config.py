@@ -85,6 +85,8 @@ def _known(kind: str, name: str, known) -> None:
 def check(cfg: dict) -> None:
     """Cross-reference checks that the schema cannot express."""
     sim = cfg["simulation"]
+    for pname, proc in cfg["processes"].items():
+        _check_process_source(pname, proc, pname in sim["processes"])
     for name in sim["processes"]:
         _known("process", name, list(cfg["processes"]))
     for name in sim["views"]:
@@ -133,6 +135,24 @@ def check(cfg: dict) -> None:
         raise ConfigError("jets.pt_max must be larger than jets.pt_min")
 
 
+def _check_process_source(name: str, proc: dict, simulated: bool) -> None:
+    """Exactly one of ``settings`` (Pythia) and ``lhe`` (external files); an ``lhe`` pattern of a
+    simulated process must match a file. Counting its events is left to the workflow (``rs3l.plan``)."""
+    if ("settings" in proc) == ("lhe" in proc):
+        raise ConfigError(f"processes.{name}: give exactly one of 'settings' (Pythia generates the hard process) "
+                          f"or 'lhe' (path or glob of LHE files); got {'both' if 'lhe' in proc else 'neither'}")
+    other = "negative_weights" if "settings" in proc else "pt_hat_min"
+    if other in proc:
+        kind = "a Pythia ('settings')" if "settings" in proc else "an 'lhe'"
+        raise ConfigError(f"processes.{name}.{other} does not apply to {kind} process")
+    if "lhe" in proc and simulated:
+        from rs3l.physics.lhe_input import source_files
+
+        if not source_files(proc["lhe"]):
+            raise ConfigError(f"processes.{name}.lhe: no file matches '{proc['lhe']}' (relative to the working "
+                              f"directory {os.getcwd()})")
+
+
 PARTON_CLASSES = ("q", "c", "b", "g")
 
 
@@ -150,7 +170,7 @@ def pythia_settings_by_key(cfg: dict) -> list[tuple[str, str]]:
     out = [("simulation.pythia_settings", s) for s in cfg["simulation"]["pythia_settings"]]
     for kind in ("processes", "views"):
         for name, entry in cfg[kind].items():
-            out += [(f"{kind}.{name}.settings", s) for s in entry["settings"]]
+            out += [(f"{kind}.{name}.settings", s) for s in entry.get("settings", [])]  # an lhe process has none
     return out
 
 

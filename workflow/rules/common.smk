@@ -1,10 +1,12 @@
 # Helpers shared by the rules: resolved config, paths and the fan-out lists.
 import os
+import re
 
 import yaml
 
 from rs3l import config as rs3l_config
 from rs3l import plan as rs3l_plan
+from rs3l.physics import lhe_input as rs3l_lhe_input
 from rs3l.atomic import write_text
 from rs3l.data.fragment_list import write_fragment_list
 
@@ -18,7 +20,16 @@ SIM = config["simulation"]
 SIM_HASH = rs3l_config.simulation_hash(config)
 CONFIG_HASH = rs3l_config.config_hash(config)
 PROCESSES = SIM["processes"]
-CHUNKS = list(range(SIM["chunks"]))
+# chunks per process: simulation.chunks, or as many as an `lhe` process' files fill (counted here,
+# from their </event> tags, so the DAG is known at parse time; no checkpoint)
+PROCESS_CHUNKS = rs3l_plan.process_chunks(config)
+GENERATED = [p for p in PROCESSES if not rs3l_lhe_input.is_lhe(config["processes"][p])]
+LHE_PROCESSES = [p for p in PROCESSES if rs3l_lhe_input.is_lhe(config["processes"][p])]
+# a split reads every source event: twice the time at the measured rate, plus start-up (minutes)
+SPLIT_MINUTES = {
+    p: 10 + 2 * rs3l_lhe_input.source_events(config["processes"][p], p) // int(60 * rs3l_plan.SPLIT_RATE[0])
+    for p in LHE_PROCESSES
+}
 INSTANCES = rs3l_config.view_instances(config)
 MERGE_PARTS = rs3l_plan.merge_parts(config)
 MERGE_HASH = rs3l_plan.merge_hash(config)
