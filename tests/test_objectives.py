@@ -71,7 +71,7 @@ def test_vicreg_invariance_and_covariance_terms(gen):
 
 
 def test_registry_and_config_binding(gen):
-    assert set(objectives.OBJECTIVES) == {"ntxent", "vicreg"}
+    assert set(objectives.OBJECTIVES) == {"ntxent", "vicreg", "jepa"}
     with pytest.raises(ValueError, match="unknown objective 'simclr2'; known: ntxent, vicreg"):
         get_objective("simclr2")
     z1, z2 = torch.randn(8, 4, generator=gen), torch.randn(8, 4, generator=gen)
