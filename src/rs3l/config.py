@@ -117,9 +117,7 @@ def check(cfg: dict) -> None:
         for key in view["detector"]:
             if key not in det_keys:
                 raise ConfigError(f"views.{vname}.detector: unknown parameter '{key}'; known: {', '.join(det_keys)}")
-    for v in cfg["pretrain"]["augment_views"]:
-        if v not in sim["views"]:
-            raise ConfigError(f"pretrain.augment_views names view '{v}', which is not simulated; simulation.views: {', '.join(sim['views'])}")
+    check_pretrain(cfg)
     made = simulated_classes(cfg)
     for tname, task in cfg["finetune"]["tasks"].items():
         for side in ("signal", "background"):
@@ -151,6 +149,29 @@ def _check_process_source(name: str, proc: dict, simulated: bool) -> None:
         if not source_files(proc["lhe"]):
             raise ConfigError(f"processes.{name}.lhe: no file matches '{proc['lhe']}' (relative to the working "
                               f"directory {os.getcwd()})")
+
+
+def check_pretrain(cfg: dict) -> None:
+    """View names of pretrain.augment_views (stored view + hand-crafted transforms), views per jet, JEPA."""
+    from rs3l.training.augment import parse_view  # numpy only
+
+    p, simulated = cfg["pretrain"], cfg["simulation"]["views"]
+    stochastic = False
+    for name in p["augment_views"]:
+        try:
+            base, transforms = parse_view(name)
+        except ValueError as e:
+            raise ConfigError(f"pretrain.augment_views: {e}") from None
+        if base not in simulated:
+            raise ConfigError(f"pretrain.augment_views names view '{base}', which is not simulated; "
+                              f"simulation.views: {', '.join(simulated)}")
+        stochastic |= bool(transforms)
+    n = p["views_per_jet"]
+    if len(p["augment_views"]) < n and not stochastic:
+        raise ConfigError(f"pretrain.views_per_jet = {n} needs at least {n} entries in pretrain.augment_views "
+                          f"(or one with a hand-crafted augmentation, e.g. 'nominal+jetclr'); got {p['augment_views']}")
+    if p["objective"] == "jepa" and p["projection_head"]:
+        raise ConfigError("pretrain.projection_head must be 0 with pretrain.objective 'jepa' (its predictor is the head)")
 
 
 PARTON_CLASSES = ("q", "c", "b", "g")
