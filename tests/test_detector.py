@@ -134,6 +134,20 @@ def test_energy_flow_removes_the_track_energy_from_its_hcal_tower(params):
     np.testing.assert_allclose(lost["e"], 50.0, rtol=1e-6)
 
 
+def test_energy_flow_keeps_the_calorimeter_energy_when_the_calorimeter_is_precise(params):
+    """With an (almost) exact HCAL, a 50 GeV pi+ track smeared by the card's resolution ends up, with
+    the neutral hadron made from a significant surplus or after the tracks are pulled to the
+    sigma-weighted mean, at the calorimeter's 50 GeV in every event (SimpleCalorimeter::FinalizeTower)."""
+    n = 2000
+    p = detector.merge_params(exact(params, 1.0), {"momentum_resolution_scale": 1.0, "hcal_resolution_scale": 1e-6})
+    out = detector.respond(*single("pi+", 50.0, 0.3, n), p, seeds.rng(1, "precise"))
+    total = np.bincount(out["event"], weights=out["e"], minlength=n)
+    np.testing.assert_allclose(total, 50.0, rtol=1e-4)
+    neutral = out["is_neutral_hadron"] == 1
+    # a neutral hadron only where the track fell short by more than 1 sigma_track (card:323): ~16 %
+    assert 0.12 * n < neutral.sum() < 0.21 * n
+
+
 def test_two_photons_merge_in_one_ecal_tower_but_not_in_neighbouring_towers(params):
     """ECAL barrel towers are 0.0174 in eta x 1 degree in phi (card:234-243)."""
     n = 500
@@ -168,7 +182,7 @@ def test_helix_propagation_in_the_cards_field(params):
 
 
 def test_impact_parameter_resolution_is_the_cms_table_and_the_pulls_are_unit_gaussian(params):
-    """Muons from the origin (true d0 = dz = 0): d0err/dzerr equal trackResolutionCMS.tcl:26/130
+    """Muons from the origin (true d0 = dz = 0): d0err/dzerr equal trackResolutionCMS.tcl:22/126
     (5 GeV, |eta| < 0.9) and :102/206 (55 GeV, 1.4 < |eta| < 2.5); d0/d0err has unit spread."""
     # (pT, |eta|) -> the card's pT bin and its d0, dz resolutions in mm; the resolution is looked up
     # at the measured pT (muons: 1-3 % resolution, so nearly all stay in the bin)

@@ -199,7 +199,7 @@ def propagate(px, py, pz, vx, vy, vz, charge, bz, radius, half_length):
             big_r = pt_safe[h] / (GEV_PER_TESLA_METRE * np.abs(charge[h] * bz)) * 1000.0  # mm
             rho = q * big_r
             phi0 = np.arctan2(py[h], px[h])
-            cx, cy = vx[h] + rho * np.sin(phi0), vy[h] - rho * np.cos(phi0)
+            cx, cy = vx[h] + rho * py[h] / pt_safe[h], vy[h] - rho * px[h] / pt_safe[h]
             dc = np.hypot(cx, cy)
             # angle at the centre between the axis direction and the particle; the radius is crossed
             # where cos(beta) = (R^2 - dc^2 - r^2) / (2 dc r); the turning angle alpha >= 0 moves
@@ -269,13 +269,14 @@ def tower_index(towers: list, eta: np.ndarray, phi: np.ndarray) -> np.ndarray:
 
 
 def calorimeter(rng, calo: dict, scale: float, hits: dict, tracks: dict):
-    """One SimpleCalorimeter pass with energy flow.
+    """One SimpleCalorimeter pass with energy flow (``calo``: the config's ``ecal`` or ``hcal``).
 
-    ``hits``: particles reaching the calorimeter, flat ``event, eta, phi, e, pid`` (position at the
-    calorimeter). ``tracks``: ``event, eta, phi, e, pid, res`` (res = sigma(pT)/pT). Returns the
-    eflow neutral objects ``(event, eta, phi, energy)`` (massless, at the (smeared) tower centre)
-    and each track's momentum rescaling factor (1 where the tower's neutral excess is not significant
-    ... and the tracks are pulled to the combined measurement, it is the weighted-mean ratio).
+    ``hits``: particles reaching the calorimeter, flat ``event, eta, phi, e, pid`` ((eta, phi) of
+    the point where they reach it). ``tracks``: ``event, eta, phi, e, pid, res`` (res =
+    sigma(pT)/pT). ``scale`` multiplies sigma(E). Returns the eflow neutral objects
+    ``(event, eta, phi, energy)`` (massless, at the smeared tower centre) and a momentum factor per
+    track: 1, except in towers without a significant neutral excess, where the tracks are pulled to
+    the sigma-weighted mean of the track and calorimeter energies.
     """
     towers = calo["towers"]
     _, _, _, n_towers, geo = _geometry(json.dumps(towers, sort_keys=True))
