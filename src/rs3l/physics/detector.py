@@ -184,15 +184,18 @@ def propagate(px, py, pz, vx, vy, vz, charge, bz, radius, half_length):
     pt = np.sqrt(pt2)
     ok = (np.hypot(vx, vy) <= radius) & (np.abs(vz) <= half_length) & (pt2 > 1e-9)
     pt_safe = np.where(ok, pt, 1.0)
+    helix = ok & (charge != 0) & (bz != 0)
+    x, y, z = np.array(vx, dtype=float), np.array(vy, dtype=float), np.array(vz, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        t_z = np.where(pz != 0, (np.copysign(half_length, pz) - vz) / pz, np.inf)  # path per unit momentum
+        s = np.flatnonzero(~helix)
+        spx, spy, spz, svx, svy, svz = px[s], py[s], pz[s], vx[s], vy[s], vz[s]
+        t_z = np.where(spz != 0, (np.copysign(half_length, spz) - svz) / spz, np.inf)  # path per unit momentum
         # straight line: |v + p t|_T = radius
-        cross = px * vy - py * vx
-        t_r = (np.sqrt(np.maximum(pt2 * radius**2 - cross**2, 0.0)) - px * vx - py * vy) / np.where(ok, pt2, 1.0)
+        cross = spx * svy - spy * svx
+        t_r = (np.sqrt(np.maximum(pt2[s] * radius**2 - cross**2, 0.0)) - spx * svx - spy * svy) / np.where(ok[s], pt2[s], 1.0)
         t = np.minimum(t_r, t_z)
-        x, y, z = vx + px * t, vy + py * t, vz + pz * t
+        x[s], y[s], z[s] = svx + spx * t, svy + spy * t, svz + spz * t
 
-        helix = ok & (charge != 0) & (bz != 0)
         if np.any(helix):
             h = np.flatnonzero(helix)
             q = np.sign(charge[h] * bz)
@@ -272,8 +275,8 @@ def calorimeter(rng, calo: dict, scale: float, hits: dict, tracks: dict):
     """One SimpleCalorimeter pass with energy flow (``calo``: the config's ``ecal`` or ``hcal``).
 
     ``hits``: particles reaching the calorimeter, flat ``event, eta, phi, e, pid`` ((eta, phi) of
-    the point where they reach it). ``tracks``: ``event, eta, phi, e, pid, res`` (res =
-    sigma(pT)/pT). ``scale`` multiplies sigma(E). Returns the eflow neutral objects
+    the point where they reach it). ``tracks``: ``event, hit, e, pid, res`` (hit = index of the
+    track's particle in ``hits``; res = sigma(pT)/pT). ``scale`` multiplies sigma(E). Returns the eflow neutral objects
     ``(event, eta, phi, energy)`` (massless, at the smeared tower centre) and a momentum factor per
     track: 1, except in towers without a significant neutral excess, where the tracks are pulled to
     the sigma-weighted mean of the track and calorimeter energies.
@@ -284,7 +287,7 @@ def calorimeter(rng, calo: dict, scale: float, hits: dict, tracks: dict):
     f_hit = energy_fraction(calo["energy_fraction"], np.abs(hits["pid"]))
     f_trk = energy_fraction(calo["energy_fraction"], np.abs(tracks["pid"]))
     tid_h = tower_index(towers, hits["eta"], hits["phi"])
-    tid_t = tower_index(towers, tracks["eta"], tracks["phi"])
+    tid_t = tid_h[tracks["hit"]]  # a track hits the tower its particle hits
     use_h = (f_hit > 1e-9) & (tid_h >= 0)
     use_t = (f_trk > 1e-9) & (tid_t >= 0)
     key_h = hits["event"][use_h].astype(np.int64) * n_towers + tid_h[use_h]
@@ -391,7 +394,7 @@ def respond(particles: dict, charge: np.ndarray, params: dict, rng: np.random.Ge
     c = np.flatnonzero(reach)
     hits = {"event": event[c], "eta": pos_eta[c], "phi": pos_phi[c], "e": e[c], "pid": pid[c]}
     scale = np.ones(len(t))
-    trk = {"event": event[t], "eta": pos_eta[t], "phi": pos_phi[t], "pid": pid[t], "res": t_res}
+    trk = {"event": event[t], "hit": np.searchsorted(c, t), "pid": pid[t], "res": t_res}
     neutral = {}
     for calo in ("ecal", "hcal"):
         trk["e"] = np.sqrt((t_pt * scale * p_over_pt) ** 2 + mass2)
