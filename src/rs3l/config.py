@@ -108,6 +108,7 @@ def check(cfg: dict) -> None:
                     raise ConfigError(f"processes.{pname}.labelling: kind 'resonance' needs '{key}'")
             if lab["label"] not in classes:
                 raise ConfigError(f"processes.{pname}.labelling.label '{lab['label']}' is not a class; classes: {', '.join(classes)}")
+    _check_detector(cfg["detector"], "detector")
     det_keys = schema()["properties"]["detector"]["properties"]
     for vname, view in cfg["views"].items():
         if view["intervention"] == "parton":
@@ -127,7 +128,6 @@ def check(cfg: dict) -> None:
             _fill_defaults({**cfg, "detector": detector.merge_params(cfg["detector"], view["detector"])}, schema(),
                            prefix=f"views.{vname}: ")
             _check_detector(detector.merge_params(cfg["detector"], view["detector"]), f"views.{vname}.detector")
-    _check_detector(cfg["detector"], "detector")
     for v in cfg["pretrain"]["augment_views"]:
         if v not in sim["views"]:
             raise ConfigError(f"pretrain.augment_views names view '{v}', which is not simulated; simulation.views: {', '.join(sim['views'])}")

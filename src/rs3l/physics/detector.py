@@ -43,9 +43,6 @@ CANDIDATE_FIELDS = ("event", "px", "py", "pz", "e", "charge", "d0", "dz", "d0err
 SPECIES = ("charged_hadron", "electron", "muon")
 #: pT [GeV] = 0.2998 * |q| * B [T] * R [m]
 GEV_PER_TESLA_METRE = 0.299792458
-#: Parameters whose values are dicts: a view's override of one of them is merged key by key.
-NESTED = ("tracking_efficiency", "momentum_resolution", "impact_parameter_resolution", "ecal", "hcal",
-          "lepton_id_efficiency")
 
 
 def merge_params(base: dict, overrides: dict) -> dict:
@@ -73,11 +70,16 @@ def _check_table(table: dict, where: str, value_keys=("values",)) -> None:
         raise DetectorConfigError(f"{where}.eta_edges must start at 0 and increase; got {table['eta_edges']}")
     if np.any(np.diff(pt) <= 0):
         raise DetectorConfigError(f"{where}.pt_edges must increase; got {table['pt_edges']}")
+    want = (len(eta) - 1, len(pt)) if "pt_edges" in table else (len(eta) - 1,)
     for key in value_keys:
-        shape = np.shape(table[key])
-        want = (len(eta) - 1, len(pt)) if "pt_edges" in table else (len(eta) - 1,)
+        try:
+            shape = np.shape(np.asarray(table[key], float))
+        except ValueError:
+            shape = "ragged"
         if shape != want:
             raise DetectorConfigError(f"{where}.{key} must have shape {want} (|eta| bins x pT bins); got {shape}")
+    if ("falloff_pt" in table) != ("falloff_slope" in table):
+        raise DetectorConfigError(f"{where}: falloff_pt and falloff_slope go together")
 
 
 def check_params(params: dict, where: str = "detector") -> None:
