@@ -158,11 +158,12 @@ def calorimeter_resolution(res: dict, eta: np.ndarray, energy: np.ndarray) -> np
 
 def energy_fraction(fractions: dict, abs_pid: np.ndarray) -> np.ndarray:
     """The card's EnergyFraction: share of a particle's energy a calorimeter sees, by |PDG id|."""
-    out = np.full(len(abs_pid), float(fractions["default"]))
-    for code, frac in fractions.items():
-        if code != "default":
-            out[abs_pid == int(code)] = frac
-    return out
+    table = sorted((int(code), float(frac)) for code, frac in fractions.items() if code != "default")
+    if not table:
+        return np.full(len(abs_pid), float(fractions["default"]))
+    codes, values = np.array([c for c, _ in table]), np.array([f for _, f in table])
+    i = np.minimum(np.searchsorted(codes, abs_pid), len(codes) - 1)
+    return np.where(codes[i] == abs_pid, values[i], float(fractions["default"]))
 
 
 def log_normal(rng: np.random.Generator, mean: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -259,13 +260,29 @@ def _geometry(towers_json: str):
     k = np.arange(n_towers) - offset[b]
     width = 2 * np.pi / nphi[b]
     lookup = {"eta_lo": edges[b - 1], "eta_hi": edges[b], "phi_lo": -np.pi + k * width, "phi_hi": -np.pi + (k + 1) * width}
-    return edges, nphi, offset, n_towers, lookup
+    # eta -> bin without a binary search: cells of half the smallest bin width hold at most one
+    # edge, so the bin of a cell's lower end needs at most one correction
+    step = 0.5 * np.min(np.diff(edges))
+    n_cells = int(np.ceil((edges[-1] - edges[0]) / step)) + 1
+    cells = np.searchsorted(edges, edges[0] + step * np.arange(n_cells), side="left") if n_cells <= 10**6 else None
+    return edges, nphi, offset, n_towers, lookup, (step, cells)
+
+
+def _eta_index(edges, step_cells, eta):
+    """np.searchsorted(edges, eta, side="left"), by table lookup when the table is small."""
+    step, cells = step_cells
+    if cells is None:
+        return np.searchsorted(edges, eta, side="left")
+    k = np.clip(np.floor(np.nan_to_num((eta - edges[0]) / step)), 0, len(cells) - 1).astype(np.int64)
+    b = cells[k]
+    b = b + (edges[np.minimum(b, len(edges) - 1)] < eta)
+    return np.where(eta <= edges[0], 0, np.where((eta > edges[-1]) | np.isnan(eta), len(edges), b))
 
 
 def tower_index(towers: list, eta: np.ndarray, phi: np.ndarray) -> np.ndarray:
     """Tower number of each (eta, phi) in the tower list (-1 outside the calorimeter)."""
-    edges, nphi, offset, _, _ = _geometry(json.dumps(towers, sort_keys=True))
-    b = np.searchsorted(edges, eta, side="left")
+    edges, nphi, offset, _, _, step_cells = _geometry(json.dumps(towers, sort_keys=True))
+    b = _eta_index(edges, step_cells, eta)
     inside = (b >= 1) & (b < len(edges))
     b = np.where(inside, b, 1)
     n = nphi[b]
@@ -284,13 +301,15 @@ def calorimeter(rng, calo: dict, scale: float, hits: dict, tracks: dict):
     the sigma-weighted mean of the track and calorimeter energies.
     """
     towers = calo["towers"]
-    _, _, _, n_towers, geo = _geometry(json.dumps(towers, sort_keys=True))
+    _, _, _, n_towers, geo, _ = _geometry(json.dumps(towers, sort_keys=True))
     res = calo["resolution"]
     f_hit = energy_fraction(calo["energy_fraction"], np.abs(hits["pid"]))
     f_trk = energy_fraction(calo["energy_fraction"], np.abs(tracks["pid"]))
-    tid_h = tower_index(towers, hits["eta"], hits["phi"])
-    tid_t = tid_h[tracks["hit"]]  # a track hits the tower its particle hits
-    use_h = (f_hit > 1e-9) & (tid_h >= 0)
+    deposit = np.flatnonzero(f_hit > 1e-9)
+    tid_h = np.full(len(f_hit), -1)
+    tid_h[deposit] = tower_index(towers, hits["eta"][deposit], hits["phi"][deposit])
+    tid_t = tid_h[tracks["hit"]]  # a track hits the tower its particle hits (same fraction)
+    use_h = tid_h >= 0
     use_t = (f_trk > 1e-9) & (tid_t >= 0)
     key_h = hits["event"][use_h].astype(np.int64) * n_towers + tid_h[use_h]
     key_t = tracks["event"][use_t].astype(np.int64) * n_towers + tid_t[use_t]
@@ -357,7 +376,7 @@ def respond(particles: dict, charge: np.ndarray, params: dict, rng: np.random.Ge
     px, py, pz, e = particles["px"], particles["py"], particles["pz"], particles["e"]
     vx, vy, vz = particles["vx"], particles["vy"], particles["vz"]
     pt = np.hypot(px, py)
-    visible = ~np.isin(pid, NEUTRINOS)
+    visible = (pid != 12) & (pid != 14) & (pid != 16)  # NEUTRINOS
 
     # --- propagation to the calorimeter surface --------------------------------------------------
     x, y, z, inside = propagate(px, py, pz, vx, vy, vz, charge, params["magnetic_field"],
