@@ -8,7 +8,7 @@ from rs3l import config, seeds
 def test_defaults_are_filled_from_the_schema(cfg):
     assert cfg["views"]["fsr_up"]["settings"] == ["TimeShower:renormMultFac = 0.25"]
     assert cfg["views"]["fsr_up"]["intervention"] == "hard"
-    assert cfg["detector"]["hcal_cell"] == pytest.approx(0.087)
+    assert cfg["detector"]["ecal"]["energy_min"] == pytest.approx(0.5)  # nested defaults too
     assert cfg["jets"]["radius"] == pytest.approx(0.8)
 
 

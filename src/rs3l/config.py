@@ -20,7 +20,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from rs3l.physics import ALGORITHM_VERSION
+from rs3l.physics import ALGORITHM_VERSION, detector
 
 DEFAULT_CONFIG = "config/config.yaml"
 # Settings a `parton`-intervention view may change: the shower is shared, so only
@@ -62,7 +62,14 @@ def _path(error) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "<top level>"
 
 
-def _fill_defaults(cfg: dict, sch: dict) -> None:
+def _check_detector(params: dict, where: str) -> None:
+    try:
+        detector.check_params(params, where)
+    except detector.DetectorConfigError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _fill_defaults(cfg: dict, sch: dict, prefix: str = "") -> None:
     # Two passes: defaults of maps such as `views` carry nested defaults (intervention, settings).
     for _ in range(2):
         errors = sorted(_Validator(sch).iter_errors(cfg), key=lambda e: list(e.absolute_path))
@@ -74,7 +81,7 @@ def _fill_defaults(cfg: dict, sch: dict) -> None:
             elif e.validator == "additionalProperties":
                 allowed = sorted(e.schema.get("properties", {}))
                 msg = f"{e.message}; allowed keys: {', '.join(allowed)}"
-            raise ConfigError(f"invalid config key '{_path(e)}': {msg}")
+            raise ConfigError(f"{prefix}invalid config key '{_path(e)}': {msg}")
 
 
 def _known(kind: str, name: str, known) -> None:
@@ -103,6 +110,7 @@ def check(cfg: dict) -> None:
                     raise ConfigError(f"processes.{pname}.labelling: kind 'resonance' needs '{key}'")
             if lab["label"] not in classes:
                 raise ConfigError(f"processes.{pname}.labelling.label '{lab['label']}' is not a class; classes: {', '.join(classes)}")
+    _check_detector(cfg["detector"], "detector")
     det_keys = schema()["properties"]["detector"]["properties"]
     for vname, view in cfg["views"].items():
         if view["intervention"] == "parton":
@@ -117,6 +125,11 @@ def check(cfg: dict) -> None:
         for key in view["detector"]:
             if key not in det_keys:
                 raise ConfigError(f"views.{vname}.detector: unknown parameter '{key}'; known: {', '.join(det_keys)}")
+        if view["detector"]:
+            # the view's detector as it will run: its overrides merged into the base parameters
+            _fill_defaults({**cfg, "detector": detector.merge_params(cfg["detector"], view["detector"])}, schema(),
+                           prefix=f"views.{vname}: ")
+            _check_detector(detector.merge_params(cfg["detector"], view["detector"]), f"views.{vname}.detector")
     check_pretrain(cfg)
     made = simulated_classes(cfg)
     for tname, task in cfg["finetune"]["tasks"].items():

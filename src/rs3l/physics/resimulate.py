@@ -255,7 +255,7 @@ def resimulate(cfg: dict, lhe_path: str | Path, view: str, out: str | Path, repl
                          f"known: {', '.join(cfg['processes'])}")
     labelling = cfg["processes"][process]["labelling"]
     classes = cfg["classes"]
-    det_params = {**cfg["detector"], **view_cfg["detector"]}
+    det_params = detector.merge_params(cfg["detector"], view_cfg["detector"])
     parts = view_seed_parts(cfg, process, chunk, view, replica)
     det_rng = seeds.rng(cfg["seed"], *parts["detector"])
     n_total = len(lhe_events) if max_events is None else min(max_events, len(lhe_events))
