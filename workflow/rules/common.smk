@@ -3,6 +3,7 @@ import os
 
 import yaml
 
+from rs3l import cli as rs3l_cli
 from rs3l import config as rs3l_config
 from rs3l import plan as rs3l_plan
 from rs3l.atomic import write_text
@@ -32,6 +33,10 @@ ARMS = [
     for s in range(FT["seeds"])
 ]
 SUMMARY = [f"{R}/summary/results.csv", f"{R}/summary/results.md"]
+# `rs3l science` (invariance, parameter regression, anomaly; issue #12) joins the report and the
+# ablation as soon as the package has that command.
+HAS_SCIENCE = "science" in rs3l_cli.COMMANDS
+SCIENCE = [f"{R}/evaluate/science.json"] if HAS_SCIENCE else []
 
 # Every job reads the resolved config from this file. It is rewritten only when its content
 # changes; rules take it as ancient() input and carry the hashes of the parts they depend on
