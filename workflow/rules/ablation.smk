@@ -1,35 +1,7 @@
 # The ablation grid (config `ablation:`; rs3l.evaluation.ablation): per variant a pre-training, the
 # cheap arms of the evaluation protocol (linear + kNN probes, `rs3l probe`) and `rs3l science`; the
 # random-encoder probes and the substructure BDT once; then one comparison table. These rules exist
-# only when the config names a grid; each variant reads its own resolved config.
-import re
-
-from rs3l.evaluation import ablation as rs3l_ablation
-
-ABLATION = rs3l_ablation.check(config)  # {variant: resolved config}; empty without a grid
-AB = f"{R}/ablation"
-VARIANT_HASHES = {name: rs3l_config.config_hash(c) for name, c in ABLATION.items()}
-
-# Each variant's resolved config (and the baselines'), rewritten only when its content changes:
-# a variant added to the grid leaves the others' configs, hashes and checkpoints alone.
-for _name, _cfg in [*ABLATION.items()] + ([(rs3l_ablation.BASELINES, rs3l_ablation.baseline_config(config))]
-                                          if ABLATION else []):
-    _text = yaml.safe_dump(dict(_cfg), sort_keys=False)
-    _path = f"{AB}/{_name}/config.yaml"
-    if not os.path.exists(_path) or open(_path).read() != _text:
-        write_text(_path, _text)
-
-
-def ablation_inputs(wildcards=None):
-    """Everything the ablation report reads: probes of every variant and of the baselines, science where run."""
-    out = [f"{AB}/{v}/probes.json" for v in ABLATION] + [f"{AB}/{rs3l_ablation.BASELINES}/probes.json"]
-    if config["ablation"]["science"] and HAS_SCIENCE:
-        out += [f"{AB}/{v}/science.json" for v in ABLATION]
-    return out
-
-
-ABLATION_REPORT = [f"{AB}/ablation.{ext}" for ext in ("csv", "md")]
-ABLATION_REPORT += [f"{AB}/ablation_{name}.png" for name in ("label_efficiency", "panels")]
+# only when the config names a grid; each variant reads its own resolved config (written by common.smk).
 
 
 wildcard_constraints:
@@ -157,7 +129,7 @@ if ABLATION:
             panels=report(ABLATION_REPORT[3], category="Ablation", caption="../report/ablation.rst"),
         params:
             config_hash=CONFIG_HASH,
-            ablation_dir=AB,
+            ablation_dir=lambda wc, output: os.path.dirname(output.csv),
         log:
             f"{R}/logs/ablation/report.log",
         resources:

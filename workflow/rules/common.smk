@@ -1,10 +1,12 @@
 # Helpers shared by the rules: resolved config, paths and the fan-out lists.
 import os
+import re
 
 import yaml
 
 from rs3l import cli as rs3l_cli
 from rs3l import config as rs3l_config
+from rs3l.evaluation import ablation as rs3l_ablation
 from rs3l import plan as rs3l_plan
 from rs3l.atomic import write_text
 from rs3l.data.fragment_list import write_fragment_list
@@ -80,3 +82,30 @@ def evaluations(wildcards=None):
 def encoder_for(wildcards):
     # the supervised baseline (scratch) does not depend on pre-training
     return [] if wildcards.mode == "scratch" else [f"{R}/pretrain/encoder.pt"]
+
+
+# ----- the ablation grid (config `ablation:`; rules in ablation.smk)
+ABLATION = rs3l_ablation.check(config)  # {variant: resolved config}; empty without a grid
+AB = f"{R}/ablation"
+VARIANT_HASHES = {name: rs3l_config.config_hash(c) for name, c in ABLATION.items()}
+
+# Each variant's resolved config (and the baselines'), rewritten only when its content changes:
+# a variant added to the grid leaves the others' configs, hashes and checkpoints alone.
+for _name, _cfg in [*ABLATION.items()] + ([(rs3l_ablation.BASELINES, rs3l_ablation.baseline_config(config))]
+                                          if ABLATION else []):
+    _text = yaml.safe_dump(dict(_cfg), sort_keys=False)
+    _path = f"{AB}/{_name}/config.yaml"
+    if not os.path.exists(_path) or open(_path).read() != _text:
+        write_text(_path, _text)
+
+
+def ablation_inputs(wildcards=None):
+    """Everything the ablation report reads: probes of every variant and of the baselines, science where run."""
+    out = [f"{AB}/{v}/probes.json" for v in ABLATION] + [f"{AB}/{rs3l_ablation.BASELINES}/probes.json"]
+    if config["ablation"]["science"] and HAS_SCIENCE:
+        out += [f"{AB}/{v}/science.json" for v in ABLATION]
+    return out
+
+
+ABLATION_REPORT = [f"{AB}/ablation.{ext}" for ext in ("csv", "md")]
+ABLATION_REPORT += [f"{AB}/ablation_{name}.png" for name in ("label_efficiency", "panels")]

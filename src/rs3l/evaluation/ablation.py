@@ -270,7 +270,8 @@ def _marginal_best(rows: list[dict], col: str, factor: str, larger_is_better: bo
     if len(levels) < 2:
         return None
     means = {k: sum(v) / len(v) for k, v in levels.items()}
-    return (max if larger_is_better else min)(means, key=means.get)
+    ranked = sorted(means, key=means.get, reverse=larger_is_better)
+    return None if means[ranked[0]] == means[ranked[1]] else ranked[0]
 
 
 def _pm(v, s, digits: int) -> str:
@@ -286,13 +287,16 @@ def _clause(rows: list[dict], col: str, larger_is_better: bool, what: str, digit
     if not ranked:
         return f"on {what} no variant has a value"
     best = ranked[0]
-    text = f"on {what} {best['objective']} × {best['augmentations']} won ({_pm(best[col], best.get(f'{col}_std'), digits)}"
+    tie = len(ranked) > 1 and ranked[1][col] == best[col]
+    text = f"on {what} {best['objective']} × {best['augmentations']} {'tied' if tie else 'won'} ({_pm(best[col], best.get(f'{col}_std'), digits)}"
     if len(ranked) > 1:
         second = ranked[1]
         apart = one_std_apart(best[col], best.get(f"{col}_std"), second[col], second.get(f"{col}_std"))
-        word = ("one seed only, no spread to judge the lead by" if apart is None else
+        word = ("tied" if best[col] == second[col] else
+                "one seed only, no spread to judge the lead by" if apart is None else
                 "a lead beyond one std" if apart else "a lead within one std, not significant")
-        text += (f" vs {_pm(second[col], second.get(f'{col}_std'), digits)} for the runner-up "
+        text += (f" vs {_pm(second[col], second.get(f'{col}_std'), digits)} for "
+                 f"{'' if tie else 'the runner-up '}"
                  f"{second['objective']} × {second['augmentations']}: {word}")
     text += ")"
     aug = _marginal_best(rows, col, "augmentations", larger_is_better)
@@ -347,7 +351,7 @@ def to_markdown(cfg: dict, columns: list[str], rows: list[dict], held: str, frac
              "over views (0.5 = invariant); parameter_r2: R² of the simulator parameter regressed from the "
              "embedding, mean over the scan views; anomaly_auc: the excluded class against the rest (rs3l "
              f"science). {DASH}: not measured. Rows with objective {DASH}: the variant-independent baselines "
-             "(random encoder, substructure BDT).", "", *statements]
+             "(random encoder; substructure BDT, whose AUC sits in the linear AUC columns).", "", *statements]
     return "\n".join(lines + notes) + "\n"
 
 

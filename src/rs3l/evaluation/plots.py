@@ -188,7 +188,7 @@ def ablation_label_efficiency(rows: list[dict], fractions: list[float], path) ->
                     r["variant"] if r.get("views_per_jet") is None else "rs3l"))
         ax.set_xscale("log")
         ax.set_xlabel("fraction of training labels")
-        ax.set_ylabel("linear-probe AUC (nominal test view)")
+        ax.set_ylabel("AUC, nominal test view (linear probe; BDT: its own)")
         ax.set_title(f"{task}: label efficiency per variant (mean ± std over seeds)", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, ncol=2)
