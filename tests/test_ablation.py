@@ -219,7 +219,8 @@ def test_ablation_report_table_sentence_and_missing_entries(tmp_path):
     with tracking.child_run(vcfg, "pretrain", "pretrain") as run:
         run_id = run.info.run_id
     got = tracking.client(cfg).get_run(run_id)
-    assert got.data.tags["rs3l.ablation.objective"] == "vicreg"
+    assert got.data.tags["rs3l.ablation.variant"] == "vicreg-pairs" and got.data.tags["rs3l.ablation.objective"] == "vicreg"
+    assert "rs3l.ablation.views_per_jet" not in got.data.tags  # not part of this grid
     assert got.data.tags["rs3l.ablation.augmentations"] == "pairs"
     assert got.data.tags["mlflow.parentRunId"] == out["parent_run_id"]
 
@@ -246,3 +247,35 @@ def test_report_without_a_grid_is_refused(tmp_path):
                           "results_dir": str(tmp_path)})
     with pytest.raises(ConfigError, match="no ablation grid"):
         ablation.report(copy.deepcopy(cfg), tmp_path)
+
+
+@pytest.mark.slow
+def test_ablation_workflow_runs_end_to_end_on_smoke_data(tmp_path):
+    """The real chain on the smoke data: two variants pre-trained (each an MLflow child run of the workflow's parent,
+    tagged with its cell), probed, the baselines once, and the table with finite AUCs and W1 for both."""
+    results = tmp_path / "results"
+    raw = smoke_with({"objectives": ["ntxent", "vicreg"], "augmentations": {"pairs": ["nominal", "seed"]},
+                      "pretrain": {"epochs": 1}, "science": False}, results)
+    path = tmp_path / "ablation-smoke.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    res = snakemake("--cores", "2", "--workflow-profile", "workflow/profiles/default", results_dir=results,
+                    configfile=str(path))
+    assert "rule finetune" not in res.stdout + res.stderr  # the ablation runs only the cheap arms
+    with open(results / "ablation" / "ablation.csv") as fh:
+        rows = {r["variant"]: r for r in csv.DictReader(fh)}
+    assert set(rows) == {"ntxent-pairs", "vicreg-pairs", "random-particlenet", "substructure-bdt"}
+    for name in ("ntxent-pairs", "vicreg-pairs"):
+        assert 0.0 < float(rows[name]["linear_auc_f0.5"]) <= 1.0 and 0.0 < float(rows[name]["knn_auc_f1"]) <= 1.0
+        assert float(rows[name]["w1_fsr_up"]) >= 0.0 and rows[name]["anomaly_auc"] == ""
+    md = (results / "ablation" / "ablation.md").read_text()
+    assert "top_vs_qcd: on label efficiency (linear-probe AUC at 50% of the labels)" in md
+    from rs3l import tracking
+
+    cfg = config.load(results / "config.yaml")
+    client = tracking.client(cfg)
+    parent = tracking.parent_run_id(cfg)
+    runs = client.search_runs([tracking.experiment_id(cfg)], "tags.`rs3l.stage` = 'pretrain'")
+    tagged = {r.data.tags.get("rs3l.ablation.variant"): r for r in runs}
+    assert set(tagged) == {"ntxent-pairs", "vicreg-pairs"}
+    assert all(r.data.tags["mlflow.parentRunId"] == parent for r in tagged.values())
+    assert tagged["vicreg-pairs"].data.params["pretrain.objective"] == "vicreg"

@@ -12,7 +12,7 @@ if ABLATION:
 
     rule pretrain_variant:
         # the same job as `pretrain` (training.smk) with the variant's config; a child MLflow run tagged
-        # rs3l.ablation.{name,objective,augmentations,views_per_jet}
+        # rs3l.ablation.{variant,objective,augmentations,views_per_jet}
         priority: 10
         input:
             config=ancient(f"{AB}/{{variant}}/config.yaml"),
@@ -75,7 +75,7 @@ if ABLATION:
         output:
             f"{AB}/{rs3l_ablation.BASELINES}/probes.json",
         params:
-            config_hash=CONFIG_HASH,
+            config_hash=VARIANT_HASHES[rs3l_ablation.BASELINES],
             data=lambda wc, input: os.path.dirname(input.manifest),
         log:
             f"{R}/logs/ablation/{rs3l_ablation.BASELINES}/probe.log",

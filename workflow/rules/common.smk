@@ -87,12 +87,11 @@ def encoder_for(wildcards):
 # ----- the ablation grid (config `ablation:`; rules in ablation.smk)
 ABLATION = rs3l_ablation.check(config)  # {variant: resolved config}; empty without a grid
 AB = f"{R}/ablation"
-VARIANT_HASHES = {name: rs3l_config.config_hash(c) for name, c in ABLATION.items()}
-
 # Each variant's resolved config (and the baselines'), rewritten only when its content changes:
 # a variant added to the grid leaves the others' configs, hashes and checkpoints alone.
-for _name, _cfg in [*ABLATION.items()] + ([(rs3l_ablation.BASELINES, rs3l_ablation.baseline_config(config))]
-                                          if ABLATION else []):
+AB_CONFIGS = {**ABLATION, rs3l_ablation.BASELINES: rs3l_ablation.baseline_config(config)} if ABLATION else {}
+VARIANT_HASHES = {name: rs3l_config.config_hash(c) for name, c in AB_CONFIGS.items()}
+for _name, _cfg in AB_CONFIGS.items():
     _text = yaml.safe_dump(dict(_cfg), sort_keys=False)
     _path = f"{AB}/{_name}/config.yaml"
     if not os.path.exists(_path) or open(_path).read() != _text:
