@@ -1,5 +1,6 @@
 # The cheap arms in one job (probes on the pre-trained and random encoders, substructure BDT),
-# `rs3l science` on the pre-trained encoder, then the results table. The deep arms are evaluated inside their finetune job (training.smk).
+# `rs3l science` on the pre-trained encoder, then the results table. The deep arms are evaluated
+# inside their finetune job (training.smk).
 
 
 rule probe:

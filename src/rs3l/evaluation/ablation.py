@@ -182,8 +182,10 @@ def _science(path: Path) -> dict:
 
 
 def _mean(values):
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    return sum(vals) / len(vals) if vals else None
+    """Mean of the finite values (None without any): across views or variants, not seeds."""
+    from rs3l.evaluation.stats import mean_std
+
+    return mean_std(list(values))[0]
 
 
 def table(cfg: dict, ablation_dir) -> tuple[list[str], list[dict]]:
@@ -204,7 +206,8 @@ def table(cfg: dict, ablation_dir) -> tuple[list[str], list[dict]]:
             columns += [f"{mode}_auc_f{f:g}", f"{mode}_auc_f{f:g}_std"]
     columns += [w1, f"{w1}_std", "invariance_auc"] + [f"invariance_auc_{v}" for v in inv_views]
     columns += [f"invariance_auc_{v}_std" for v in inv_views]
-    columns += ["parameter_r2"] + [f"parameter_r2_{v}" for v in par_views] + [f"parameter_r2_{v}_std" for v in par_views]
+    columns += ["parameter_r2"] + [f"parameter_r2_{v}" for v in par_views]
+    columns += [f"parameter_r2_{v}_std" for v in par_views]
     columns += ["anomaly_auc", "anomaly_auc_std"]
     tasks = list(cfg["finetune"]["tasks"])
     rows = []
@@ -269,7 +272,7 @@ def _marginal_best(rows: list[dict], col: str, factor: str, larger_is_better: bo
             levels.setdefault(r[factor], []).append(r[col])
     if len(levels) < 2:
         return None
-    means = {k: sum(v) / len(v) for k, v in levels.items()}
+    means = {k: _mean(v) for k, v in levels.items()}
     ranked = sorted(means, key=means.get, reverse=larger_is_better)
     return None if means[ranked[0]] == means[ranked[1]] else ranked[0]
 
@@ -288,7 +291,8 @@ def _clause(rows: list[dict], col: str, larger_is_better: bool, what: str, digit
         return f"on {what} no variant has a value"
     best = ranked[0]
     tie = len(ranked) > 1 and ranked[1][col] == best[col]
-    text = f"on {what} {best['objective']} × {best['augmentations']} {'tied' if tie else 'won'} ({_pm(best[col], best.get(f'{col}_std'), digits)}"
+    text = (f"on {what} {best['objective']} × {best['augmentations']} {'tied' if tie else 'won'} "
+            f"({_pm(best[col], best.get(f'{col}_std'), digits)}")
     if len(ranked) > 1:
         second = ranked[1]
         apart = one_std_apart(best[col], best.get(f"{col}_std"), second[col], second.get(f"{col}_std"))
