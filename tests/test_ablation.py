@@ -238,6 +238,22 @@ def test_science_section_lists_what_the_representation_kept():
     assert "invariance AUC" in partial and "R²" not in partial and "Anomaly" not in partial
 
 
+def test_results_report_adds_the_science_section_when_science_ran(cfg, tmp_path):
+    """`rs3l report` appends "What the representation kept" when <results_dir>/evaluate/science.json exists."""
+    from test_report import write_results
+
+    from rs3l.evaluation.report import report
+
+    rcfg = copy.deepcopy(cfg)
+    rcfg["results_dir"], rcfg["evaluate"]["bootstrap"] = str(tmp_path / "results"), 20
+    inputs = write_results(rcfg, tmp_path, seeds=(0, 1))
+    (tmp_path / "results" / "evaluate").mkdir(parents=True)
+    (tmp_path / "results" / "evaluate" / "science.json").write_text(json.dumps(SCIENCE))
+    report(rcfg, inputs, tmp_path / "summary")
+    md = (tmp_path / "summary" / "results.md").read_text()
+    assert md.endswith(science_markdown(SCIENCE)) and "| seed | 0.520 ± 0.010 | 500 |" in md
+
+
 def test_ablation_report_cli_help():
     res = subprocess.run([str(Path(VENV_BIN) / "rs3l"), "ablation-report", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "--dir" in res.stdout
