@@ -114,6 +114,13 @@ def _report(p):
     p.add_argument("--out-dir", required=True, help="output folder: results.csv, results.md, plots")
 
 
+def _ablation_report(p):
+    p.add_argument("--dir", required=True, help="ablation folder: <variant>/probes.json, <variant>/science.json "
+                   "(optional) and baselines/probes.json, as the workflow writes them (<results_dir>/ablation)")
+    p.add_argument("--out-dir", default=None, help="output folder: ablation.csv, ablation.md, ablation_*.png "
+                   "(default: --dir)")
+
+
 def _export_onnx(p):
     p.add_argument("--model-dir", default=None, help="output folder of `rs3l finetune` (model.pt): export the classifier")
     p.add_argument("--encoder", default=None, help="encoder.pt of `rs3l pretrain`: export the encoder")
@@ -134,6 +141,9 @@ COMMANDS = {
               "the substructure BDT baseline, every task, label fraction and seed", _probe),
     "evaluate": ("rs3l.evaluation.evaluate:main", "evaluate a fine-tuned model on the test split, per view", _evaluate),
     "report": ("rs3l.evaluation.report:main", "results table and plots from evaluation outputs", _report),
+    "ablation-report": ("rs3l.evaluation.ablation:main", "compare the pre-training variants of the config's "
+                        "ablation grid: one table (probe AUC per label fraction, held-out W1, invariance, parameter "
+                        "R², anomaly AUC), plots and a sentence naming the winners", _ablation_report),
     "export-onnx": ("rs3l.models.onnx_export:main", "export a fine-tuned classifier or a pre-trained encoder as ONNX "
                     "(inputs x, mask; dynamic batch and particle axes)", _export_onnx),
     "plan": ("rs3l.plan:main", "jobs, Slurm submissions, CPU-hours, disk and merged jets of a config, before a run", _plan),

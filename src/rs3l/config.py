@@ -144,6 +144,10 @@ def check(cfg: dict) -> None:
         raise ConfigError(f"merge.splits must add up to 1; got {cfg['merge']['splits']}")
     if cfg["jets"]["pt_max"] <= cfg["jets"]["pt_min"]:
         raise ConfigError("jets.pt_max must be larger than jets.pt_min")
+    if cfg.get("ablation"):
+        from rs3l.evaluation.ablation import check as check_ablation
+
+        check_ablation(cfg)  # every variant resolves (named in the error), and the held-out view exists
 
 
 def _check_process_source(name: str, proc: dict, simulated: bool) -> None:
