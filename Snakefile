@@ -2,6 +2,7 @@
 #
 #   generate -> resimulate (fan-out: processes x chunks x views x replicas) -> merge
 #   -> pretrain -> finetune (tasks x modes x label fractions) -> evaluate -> report
+#   (with an `ablation:` grid: pretrain/probe/science per variant -> ablation report)
 #
 # Local:  snakemake --cores 2 --workflow-profile workflow/profiles/default
 # Slurm:  snakemake --workflow-profile workflow/profiles/slurm   (see README.md)
@@ -30,10 +31,13 @@ include: "workflow/rules/simulation.smk"
 include: "workflow/rules/merge.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/evaluation.smk"
+# rules only when the config has an `ablation:` grid (config/ablation.yaml)
+include: "workflow/rules/ablation.smk"
 
 
+# With an ablation grid the default target is its report (the full results table stays a target by
+# name: snakemake results/summary/results.md); otherwise the results table.
 rule all:
     input:
-        SUMMARY,
-        f"{R}/data/test.root",
+        ABLATION_REPORT if ABLATION else [*SUMMARY, f"{R}/data/test.root"],
     default_target: True

@@ -8,7 +8,7 @@ from rs3l import config, seeds
 def test_defaults_are_filled_from_the_schema(cfg):
     assert cfg["views"]["fsr_up"]["settings"] == ["TimeShower:renormMultFac = 0.25"]
     assert cfg["views"]["fsr_up"]["intervention"] == "hard"
-    assert cfg["detector"]["hcal_cell"] == pytest.approx(0.087)
+    assert cfg["detector"]["ecal"]["energy_min"] == pytest.approx(0.5)  # nested defaults too
     assert cfg["jets"]["radius"] == pytest.approx(0.8)
 
 
@@ -17,7 +17,7 @@ def test_defaults_are_filled_from_the_schema(cfg):
     ({"simulation": {"chunks": 0}}, "simulation.chunks"),
     ({"simulation": {"views": ["nominal", "fsr_upp"]}}, "unknown view 'fsr_upp'; known: nominal"),
     ({"simulation": {"processes": ["ttbar"]}}, "unknown process 'ttbar'; known: qcd, top"),
-    ({"processes": {"top": {"labelling": {"kind": "resonance"}}}}, "'settings' is a required property"),
+    ({"processes": {"top": {"labelling": {"kind": "resonance"}}}}, "processes.top: give exactly one of 'settings'"),
     ({"pretrain": {"encoder": "resnet"}}, "allowed values: particlenet, transformer, deepsets"),
     ({"views": {"nominal": {"intervention": "reco"}}}, "allowed values: hard, parton, detector"),
     ({"views": {"nominal": {}, "x": {"intervention": "parton", "settings": ["TimeShower:pTmin = 1"]}},

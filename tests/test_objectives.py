@@ -71,7 +71,7 @@ def test_vicreg_invariance_and_covariance_terms(gen):
 
 
 def test_registry_and_config_binding(gen):
-    assert set(objectives.OBJECTIVES) == {"ntxent", "vicreg"}
+    assert set(objectives.OBJECTIVES) == {"ntxent", "vicreg", "jepa"}
     with pytest.raises(ValueError, match="unknown objective 'simclr2'; known: ntxent, vicreg"):
         get_objective("simclr2")
     z1, z2 = torch.randn(8, 4, generator=gen), torch.randn(8, 4, generator=gen)
@@ -79,6 +79,48 @@ def test_registry_and_config_binding(gen):
     assert objective_from_config(cfg)(z1, z2).item() == pytest.approx(ntxent(z1, z2, 0.5).item())
     cfg = resolve({"pretrain": {"objective": "vicreg", "vicreg_weights": {"covariance": 0.0}}})
     assert objective_from_config(cfg)(z1, z2).item() == pytest.approx(vicreg(z1, z2, 25, 25, 0).item())
+
+
+def test_multi_positive_ntxent_with_two_views_is_ntxent_exactly(gen):
+    """views_per_jet 2: the multi-positive loss equals NT-Xent on the same batch (1e-6)."""
+    for t in (0.1, 0.5):
+        z1, z2 = torch.randn(32, 8, generator=gen), torch.randn(32, 8, generator=gen)
+        assert objectives.ntxent_multi(z1, z2, temperature=t).item() == pytest.approx(ntxent(z1, z2, t).item(),
+                                                                                     rel=1e-6, abs=1e-6)
+
+
+def test_multi_positive_ntxent_matches_its_definition_for_three_views(gen):
+    """n views: each anchor's loss is minus the mean log-softmax of its n - 1 positives among all others."""
+    zs = [torch.randn(5, 4, generator=gen) for _ in range(3)]
+    z = F.normalize(torch.cat(zs), dim=1)
+    n, total = 5, 0.0
+    for i in range(15):
+        others = [k for k in range(15) if k != i]
+        log_den = torch.logsumexp(torch.stack([z[i] @ z[k] / 0.2 for k in others]), 0)
+        positives = [k for k in others if k % n == i % n]
+        total += -sum(z[i] @ z[k] / 0.2 - log_den for k in positives) / len(positives)
+    assert objectives.ntxent_multi(*zs, temperature=0.2).item() == pytest.approx(total.item() / 15, rel=1e-5)
+    # aligned views of each jet reach the minimum log(n - 1) (the n - 1 positives share the softmax);
+    # views mixed between jets score far worse
+    base = torch.linalg.qr(torch.randn(8, 8, generator=gen))[0]
+    aligned = [base + 0.01 * torch.randn(8, 8, generator=gen) for _ in range(4)]
+    assert objectives.ntxent_multi(*aligned).item() == pytest.approx(math.log(3), abs=0.01)
+    mixed = aligned[:3] + [aligned[3][torch.arange(8).roll(1)]]
+    assert objectives.ntxent_multi(*mixed) > math.log(3) + 2
+    with pytest.raises(ValueError, match="at least 2 views"):
+        objectives.ntxent_multi(zs[0])
+
+
+def test_config_binding_for_n_views(gen):
+    """vicreg on n views = mean over the pairs; ntxent on n views = the multi-positive loss."""
+    zs = [torch.randn(8, 4, generator=gen) for _ in range(3)]
+    cfg = resolve({"simulation": {"views": ["nominal", "seed", "fsr_up"]},
+                   "pretrain": {"objective": "vicreg", "augment_views": ["nominal", "seed", "fsr_up"],
+                                "views_per_jet": 3}})
+    pairs = [vicreg(zs[a], zs[b]) for a, b in ((0, 1), (0, 2), (1, 2))]
+    assert objective_from_config(cfg)(*zs).item() == pytest.approx(sum(pairs).item() / 3, rel=1e-6)
+    cfg = resolve({"pretrain": {"objective": "ntxent", "augment_views": ["jetclr"], "views_per_jet": 3}})
+    assert objective_from_config(cfg)(*zs).item() == pytest.approx(objectives.ntxent_multi(*zs).item(), rel=1e-6)
 
 
 def test_diagnostics(gen):

@@ -1,7 +1,8 @@
 """The slurm profile on a real single-node Slurm cluster (Debian packages; a private cluster of
 scripts/slurm-local.sh in a temporary folder, stopped again at the end): the smoke workflow runs
 as Slurm jobs, started with the README's literal `snakemake --profile slurm`, bundles the
-re-simulation units into fewer submissions, and gives the same data as the local run."""
+re-simulation units into fewer submissions, gives the same data as the local run, and pre-trains
+with DDP over two Slurm tasks (``training.devices: 2`` on CPU: one task per device, as on GPUs)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import time
 
 import pytest
+import yaml
 
 from conftest import REPO, snakemake
 from slurm_local import private_cluster
@@ -20,9 +22,10 @@ pytestmark = pytest.mark.slurm
 
 @pytest.fixture(scope="module")
 def slurm_cluster(tmp_path_factory):
-    # 4 CPUs offered even on a 2-core machine, so that the profile's own requests (pre-training
-    # asks for 4 CPUs) run unchanged; GPUs are switched off through RS3L_SLURM_GPUS below.
-    with private_cluster(tmp_path_factory.mktemp("slurm"), env={"RS3L_SLURM_CPUS": "4"}) as cluster:
+    # 8 CPUs offered even on a 2-core machine, so that the profile's own requests (pre-training
+    # asks for 4 CPUs per task, here 2 tasks) run unchanged; GPUs are switched off through
+    # RS3L_SLURM_GPUS below.
+    with private_cluster(tmp_path_factory.mktemp("slurm"), env={"RS3L_SLURM_CPUS": "8"}) as cluster:
         yield cluster
 
 
@@ -41,6 +44,12 @@ def test_smoke_workflow_runs_as_slurm_jobs_and_matches_the_local_run(slurm_clust
     monkeypatch.setenv("SLURM_CONF", slurm_cluster["SLURM_CONF"])
     monkeypatch.setenv("PATH", slurm_cluster["PATH"])  # the job step's nested srun drops SLURM_CONF
     monkeypatch.setenv("RS3L_SLURM_GPUS", "0")  # no GPUs on this cluster
+    # the smoke config with two-device DDP pre-training (CPU ranks, gloo): what a 2-GPU study does
+    cfg = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    # (batch 8: the smoke train split has 40 view pairs, about 20 per rank)
+    cfg["training"].update(devices=2, accelerator="cpu", strategy="ddp", batch_size=8)
+    configfile = tmp_path / "smoke_ddp.yaml"
+    configfile.write_text(yaml.safe_dump(cfg))
     start = time.monotonic()
     res = snakemake(
         "--profile", "slurm",
@@ -51,7 +60,7 @@ def test_smoke_workflow_runs_as_slurm_jobs_and_matches_the_local_run(slurm_clust
         "--cores", "2",  # bundles run 2 units at a time (the profile's 8 would not fit this node)
         "--jobs", "4",
         "--slurm-keep-successful-logs", "--slurm-logdir", str(slurm_logs),
-        results_dir=results, timeout=1500,
+        results_dir=results, configfile=str(configfile), timeout=1500,
     )
     wall = time.monotonic() - start
     out = res.stdout + res.stderr
@@ -87,3 +96,12 @@ def test_smoke_workflow_runs_as_slurm_jobs_and_matches_the_local_run(slurm_clust
     remote = json.loads((results / "data" / "manifest.json").read_text())
     assert remote["content_hash"] == local["content_hash"]
     assert (results / "summary" / "results.csv").exists()
+    # pre-training ran as one Slurm job of two tasks, one DDP rank each
+    log = (results / "logs" / "pretrain.log").read_text()
+    ranks = set(re.findall(r"global rank (\d) of world size (\d)", log))
+    assert ranks == {("0", "2"), ("1", "2")}, log[-3000:]
+    assert json.loads((results / "pretrain" / "summary.json").read_text())["world_size"] == 2
+    job = re.search(r"running as Slurm job (\d+)", log)
+    assert job, log[:2000]
+    info = subprocess.run(["scontrol", "show", "job", job.group(1)], capture_output=True, text=True).stdout
+    assert re.search(r"NumTasks=2\b", info), info

@@ -33,7 +33,7 @@ def test_dry_run_and_lint_pass_on_the_default_config(tmp_path):
 @pytest.mark.parametrize("patch, message", [
     ({"simulation": {"events_per_chunk": -10}}, "simulation.events_per_chunk"),
     ({"simulation": {"views": ["nominal", "fsr_upp"]}}, "unknown view 'fsr_upp'"),
-    ({"processes": {"top": {"labelling": {"kind": "resonance"}}}}, "'settings' is a required property"),
+    ({"processes": {"top": {"labelling": {"kind": "resonance"}}}}, "processes.top: give exactly one of 'settings'"),
 ])
 def test_invalid_config_fails_before_any_job_naming_the_key(tmp_path, patch, message):
     bad = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())

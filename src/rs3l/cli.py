@@ -31,8 +31,14 @@ def _generate(p):
     p.add_argument("--out", required=True, help="output LHE file (.lhe or .lhe.gz), written atomically")
 
 
+def _split_lhe(p):
+    p.add_argument("--process", required=True, help="process defined by `lhe: <path or glob>` under `processes` in the config")
+    p.add_argument("--out-dir", required=True, help="output folder: chunk{c}.lhe.gz (simulation.events_per_chunk events "
+                   "each, at most simulation.chunks) and lhe_sources.json, written atomically")
+
+
 def _resimulate(p):
-    p.add_argument("--lhe", required=True, help="LHE file written by `rs3l generate`")
+    p.add_argument("--lhe", required=True, help="LHE file written by `rs3l generate` or `rs3l split-lhe`")
     p.add_argument("--view", required=True, help="view name defined under `views` in the config (e.g. fsr_up)")
     p.add_argument("--replica", type=int, default=0, help="replica number of the view (new random numbers; default 0)")
     p.add_argument("--out", required=True, help="output Parquet fragment, written atomically")
@@ -126,6 +132,13 @@ def _report(p):
     p.add_argument("--out-dir", required=True, help="output folder: results.csv, results.md, plots")
 
 
+def _ablation_report(p):
+    p.add_argument("--dir", required=True, help="ablation folder: <variant>/probes.json, <variant>/science.json "
+                   "(optional) and baselines/probes.json, as the workflow writes them (<results_dir>/ablation)")
+    p.add_argument("--out-dir", default=None, help="output folder: ablation.csv, ablation.md, ablation_*.png "
+                   "(default: --dir)")
+
+
 def _export_onnx(p):
     p.add_argument("--model-dir", default=None, help="output folder of `rs3l finetune` (model.pt): export the classifier")
     p.add_argument("--encoder", default=None, help="encoder.pt of `rs3l pretrain`: export the encoder")
@@ -134,6 +147,8 @@ def _export_onnx(p):
 
 COMMANDS = {
     "generate": ("rs3l.physics.generate:main", "generate hard-scattering events with Pythia 8 and write them as LHE", _generate),
+    "split-lhe": ("rs3l.physics.lhe_input:main", "check external LHE files (MadGraph, POWHEG, ...) of an `lhe` process and "
+                  "split them into chunks in place of `generate`", _split_lhe),
     "resimulate": ("rs3l.physics.resimulate:main", "re-simulate one view of an LHE file: shower, hadronization, detector, jets -> Parquet", _resimulate),
     "merge": ("rs3l.data.merge:main", "align the views of each jet into train/val/test Parquet shards + manifest.json", _merge),
     "export-root": ("rs3l.data.export_root:main", "write merged shards as a ROOT TTree (uproot)", _export_root),
@@ -148,6 +163,9 @@ COMMANDS = {
                    "space, with class, view, mass, pt and distance", _neighbours),
     "evaluate": ("rs3l.evaluation.evaluate:main", "evaluate a fine-tuned model on the test split, per view", _evaluate),
     "report": ("rs3l.evaluation.report:main", "results table and plots from evaluation outputs", _report),
+    "ablation-report": ("rs3l.evaluation.ablation:main", "compare the pre-training variants of the config's "
+                        "ablation grid: one table (probe AUC per label fraction, held-out W1, invariance, parameter "
+                        "R², anomaly AUC), plots and a sentence naming the winners", _ablation_report),
     "export-onnx": ("rs3l.models.onnx_export:main", "export a fine-tuned classifier or a pre-trained encoder as ONNX "
                     "(inputs x, mask; dynamic batch and particle axes)", _export_onnx),
     "plan": ("rs3l.plan:main", "jobs, Slurm submissions, CPU-hours, disk and merged jets of a config, before a run", _plan),

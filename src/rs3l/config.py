@@ -20,7 +20,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from rs3l.physics import ALGORITHM_VERSION
+from rs3l.physics import ALGORITHM_VERSION, detector
 
 DEFAULT_CONFIG = "config/config.yaml"
 # Settings a `parton`-intervention view may change: the shower is shared, so only
@@ -62,7 +62,14 @@ def _path(error) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "<top level>"
 
 
-def _fill_defaults(cfg: dict, sch: dict) -> None:
+def _check_detector(params: dict, where: str) -> None:
+    try:
+        detector.check_params(params, where)
+    except detector.DetectorConfigError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _fill_defaults(cfg: dict, sch: dict, prefix: str = "") -> None:
     # Two passes: defaults of maps such as `views` carry nested defaults (intervention, settings).
     for _ in range(2):
         errors = sorted(_Validator(sch).iter_errors(cfg), key=lambda e: list(e.absolute_path))
@@ -74,7 +81,7 @@ def _fill_defaults(cfg: dict, sch: dict) -> None:
             elif e.validator == "additionalProperties":
                 allowed = sorted(e.schema.get("properties", {}))
                 msg = f"{e.message}; allowed keys: {', '.join(allowed)}"
-            raise ConfigError(f"invalid config key '{_path(e)}': {msg}")
+            raise ConfigError(f"{prefix}invalid config key '{_path(e)}': {msg}")
 
 
 def _known(kind: str, name: str, known) -> None:
@@ -85,6 +92,8 @@ def _known(kind: str, name: str, known) -> None:
 def check(cfg: dict) -> None:
     """Cross-reference checks that the schema cannot express."""
     sim = cfg["simulation"]
+    for pname, proc in cfg["processes"].items():
+        _check_process_source(pname, proc, pname in sim["processes"])
     for name in sim["processes"]:
         _known("process", name, list(cfg["processes"]))
     for name in sim["views"]:
@@ -101,6 +110,7 @@ def check(cfg: dict) -> None:
                     raise ConfigError(f"processes.{pname}.labelling: kind 'resonance' needs '{key}'")
             if lab["label"] not in classes:
                 raise ConfigError(f"processes.{pname}.labelling.label '{lab['label']}' is not a class; classes: {', '.join(classes)}")
+    _check_detector(cfg["detector"], "detector")
     det_keys = schema()["properties"]["detector"]["properties"]
     for vname, view in cfg["views"].items():
         if view["intervention"] == "parton":
@@ -115,6 +125,11 @@ def check(cfg: dict) -> None:
         for key in view["detector"]:
             if key not in det_keys:
                 raise ConfigError(f"views.{vname}.detector: unknown parameter '{key}'; known: {', '.join(det_keys)}")
+        if view["detector"]:
+            # the view's detector as it will run: its overrides merged into the base parameters
+            _fill_defaults({**cfg, "detector": detector.merge_params(cfg["detector"], view["detector"])}, schema(),
+                           prefix=f"views.{vname}: ")
+            _check_detector(detector.merge_params(cfg["detector"], view["detector"]), f"views.{vname}.detector")
         for setting, spec in view["draw"].items():
             (kind, (lo, hi)), = spec.items()
             if not lo < hi:
@@ -124,9 +139,7 @@ def check(cfg: dict) -> None:
                 raise ConfigError(f"views.{vname}.draw: a '{view['intervention']}'-intervention view cannot draw "
                                   f"'{setting}' (parton: hadronization settings only, {', '.join(HADRONIZATION_PREFIXES)}; "
                                   f"detector: none)")
-    for v in cfg["pretrain"]["augment_views"]:
-        if v not in sim["views"]:
-            raise ConfigError(f"pretrain.augment_views names view '{v}', which is not simulated; simulation.views: {', '.join(sim['views'])}")
+    check_pretrain(cfg)
     for c in cfg["pretrain"]["exclude_classes"]:
         if c not in classes:
             raise ConfigError(f"pretrain.exclude_classes: unknown class '{c}'; classes: {', '.join(classes)}")
@@ -160,6 +173,51 @@ def check(cfg: dict) -> None:
         raise ConfigError(f"merge.splits must add up to 1; got {cfg['merge']['splits']}")
     if cfg["jets"]["pt_max"] <= cfg["jets"]["pt_min"]:
         raise ConfigError("jets.pt_max must be larger than jets.pt_min")
+    if cfg.get("ablation"):
+        from rs3l.evaluation.ablation import check as check_ablation
+
+        check_ablation(cfg)  # every variant resolves (named in the error), and the held-out view exists
+
+
+def _check_process_source(name: str, proc: dict, simulated: bool) -> None:
+    """Exactly one of ``settings`` (Pythia) and ``lhe`` (external files); an ``lhe`` pattern of a
+    simulated process must match a file. Counting its events is left to the workflow (``rs3l.plan``)."""
+    if ("settings" in proc) == ("lhe" in proc):
+        raise ConfigError(f"processes.{name}: give exactly one of 'settings' (Pythia generates the hard process) "
+                          f"or 'lhe' (path or glob of LHE files); got {'both' if 'lhe' in proc else 'neither'}")
+    other = "negative_weights" if "settings" in proc else "pt_hat_min"
+    if other in proc:
+        kind = "a Pythia ('settings')" if "settings" in proc else "an 'lhe'"
+        raise ConfigError(f"processes.{name}.{other} does not apply to {kind} process")
+    if "lhe" in proc and simulated:
+        from rs3l.physics.lhe_input import source_files
+
+        if not source_files(proc["lhe"]):
+            raise ConfigError(f"processes.{name}.lhe: no file matches '{proc['lhe']}' (relative to the working "
+                              f"directory {os.getcwd()})")
+
+
+def check_pretrain(cfg: dict) -> None:
+    """View names of pretrain.augment_views (stored view + hand-crafted transforms), views per jet, JEPA."""
+    from rs3l.training.augment import parse_view  # numpy only
+
+    p, simulated = cfg["pretrain"], cfg["simulation"]["views"]
+    stochastic = False
+    for name in p["augment_views"]:
+        try:
+            base, transforms = parse_view(name)
+        except ValueError as e:
+            raise ConfigError(f"pretrain.augment_views: {e}") from None
+        if base not in simulated:
+            raise ConfigError(f"pretrain.augment_views names view '{base}', which is not simulated; "
+                              f"simulation.views: {', '.join(simulated)}")
+        stochastic |= bool(transforms)
+    n = p["views_per_jet"]
+    if len(p["augment_views"]) < n and not stochastic:
+        raise ConfigError(f"pretrain.views_per_jet = {n} needs at least {n} entries in pretrain.augment_views "
+                          f"(or one with a hand-crafted augmentation, e.g. 'nominal+jetclr'); got {p['augment_views']}")
+    if p["objective"] == "jepa" and p["projection_head"]:
+        raise ConfigError("pretrain.projection_head must be 0 with pretrain.objective 'jepa' (its predictor is the head)")
 
 
 PARTON_CLASSES = ("q", "c", "b", "g")
@@ -179,7 +237,7 @@ def pythia_settings_by_key(cfg: dict) -> list[tuple[str, str]]:
     out = [("simulation.pythia_settings", s) for s in cfg["simulation"]["pythia_settings"]]
     for kind in ("processes", "views"):
         for name, entry in cfg[kind].items():
-            out += [(f"{kind}.{name}.settings", s) for s in entry["settings"]]
+            out += [(f"{kind}.{name}.settings", s) for s in entry.get("settings", [])]  # an lhe process has none
     for name, view in cfg["views"].items():  # both ends of a drawn range must be allowed values
         for setting, spec in view.get("draw", {}).items():
             out += [(f"views.{name}.draw", f"{setting} = {value}") for value in next(iter(spec.values()))]

@@ -9,11 +9,18 @@ from collections import defaultdict
 from pathlib import Path
 
 from rs3l.config import config_hash
+from rs3l.physics.lhe_input import is_lhe, n_chunks, source_events
+
+
+def process_chunks(cfg: dict) -> dict[str, int]:
+    """Chunks per simulated process: ``simulation.chunks``, or for an ``lhe`` process as many as its
+    events fill (at most that; counted from the files' ``</event>`` tags, see rs3l.physics.lhe_input)."""
+    return {p: n_chunks(cfg, p) for p in cfg["simulation"]["processes"]}
 
 
 def merge_groups(cfg: dict) -> list[tuple[str, int]]:
     """Every (process, chunk) group of fragments, in the order the merge writes them."""
-    return [(p, c) for p in cfg["simulation"]["processes"] for c in range(cfg["simulation"]["chunks"])]
+    return [(p, c) for p, n in process_chunks(cfg).items() for c in range(n)]
 
 
 def merge_parts(cfg: dict) -> list[list[tuple[str, int]]]:
@@ -57,6 +64,8 @@ DRAW_INIT_S = (0.9, "benchmarks/bench_draw.py on the dev VM under load (2026-11-
 #: Pythia init), seconds: `rs3l resimulate --max-events 1` takes 1.3 s wall here.
 HARD_RATE = (3000.0, SOURCE_DESIGN + "; 12,000-22,000 ev/s here")
 JOB_OVERHEAD_S = (1.3, SOURCE_HERE)
+#: `rs3l split-lhe` rate (pylhe parse, checks, chunk writing), events/s, without its 1.3 s of imports.
+SPLIT_RATE = (1800.0, "measured here: 2000 MadGraph-style t tbar events (gzip) in 1.1 s + 1.3 s imports")
 #: Labelled jets per hard event in the nominal view, per class (default jets window 450-1200 GeV).
 JETS_PER_EVENT = {
     "qcd": {"g": 0.595, "q": 0.448, "c": 0.015, "b": 0.010},
@@ -69,6 +78,11 @@ LHE_BYTES_PER_EVENT = {"qcd": 104, "top": 385, "wqq": 175, "hbb": 172}
 SHARD_TO_FRAGMENT = 1.03
 #: Merge throughput, jet-view rows per second on one core (benchmarks/bench_scale.py).
 MERGE_ROWS_PER_S = (45000.0, "benchmarks/bench_scale.py on the dev VM: 128k jets x 4 views in 10.3 CPU s")
+
+
+def _lhe_events_used(cfg: dict, process: str, chunks: int) -> int:
+    """Events an ``lhe`` process' split keeps: all its files hold, up to ``chunks`` full chunks."""
+    return min(source_events(cfg["processes"][process], process), chunks * cfg["simulation"]["events_per_chunk"])
 
 
 def _measured(table: dict, process: str):
@@ -127,11 +141,15 @@ def _group_components(profile: dict) -> dict[str, int]:
 def job_counts(cfg: dict) -> dict[str, int]:
     """Jobs per rule that a fresh `snakemake` run of ``cfg`` schedules (the workflow's fan-out)."""
     sim, ft = cfg["simulation"], cfg["finetune"]
-    units = len(sim["processes"]) * sim["chunks"] * sum(sim["replicas"].get(v, 1) for v in sim["views"])
+    chunks = process_chunks(cfg)
+    generated = sum(n for p, n in chunks.items() if not is_lhe(cfg["processes"][p]))
+    units = sum(chunks.values()) * sum(sim["replicas"].get(v, 1) for v in sim["views"])
     # deep fine-tuning arms, one job per repeat seed (each evaluates its model too); the probes and
     # the BDT run in one `probe` job
     arms = len(ft["tasks"]) * len(ft["modes"]) * len(ft["label_fractions"]) * ft.get("seeds", 1)
-    return {"tracking_init": 1, "generate": len(sim["processes"]) * sim["chunks"], "resimulate": units,
+    # one split job per LHE process, its rule named after it (its outputs are that process' chunks)
+    splits = {f"split_lhe_{p}": 1 for p in chunks if is_lhe(cfg["processes"][p])}
+    return {"tracking_init": 1, **({"generate": generated} if generated else {}), **splits, "resimulate": units,
             "merge_part": len(merge_parts(cfg)), "merge": 1, "export_root": 1, "pretrain": 1,
             "finetune": arms, "probe": 1, "report": 1, "all": 1}
 
@@ -148,11 +166,12 @@ def plan(cfg: dict, profile_path: Path | None = None, rules_dir: Path | None = N
     events = sim["events_per_chunk"]
     instances = view_instances(cfg)
     # CPU seconds and disk per stage
-    cpu = {"generate": 0.0, "resimulate": 0.0, "merge": 0.0}
+    cpu = {"generate": 0.0, "split_lhe": 0.0, "resimulate": 0.0, "merge": 0.0}
     disk = {"lhe": 0.0, "fragments": 0.0, "shards": 0.0}
     jets = {s: defaultdict(float) for s in ("train", "val", "test")}
-    rows_total = 0.0
-    for process in sim["processes"]:
+    rows_total, events_total = 0.0, 0
+    chunks_by_process = process_chunks(cfg)
+    for process, chunks in chunks_by_process.items():
         rate, note = _measured(NOMINAL_RATE, process)
         per_class, _ = _measured(JETS_PER_EVENT, process)
         row_bytes, _ = _measured(FRAGMENT_BYTES_PER_ROW, process)
@@ -162,15 +181,21 @@ def plan(cfg: dict, profile_path: Path | None = None, rules_dir: Path | None = N
         label = cfg["processes"][process]["labelling"]
         if label["kind"] == "resonance" and label["label"] not in per_class:
             per_class = {label["label"]: sum(per_class.values())}
-        n_events = events * sim["chunks"]
-        cpu["generate"] += sim["chunks"] * (events / HARD_RATE[0] + JOB_OVERHEAD_S[0])
+        if is_lhe(cfg["processes"][process]):
+            n_events = _lhe_events_used(cfg, process, chunks)
+            cpu["split_lhe"] += n_events / SPLIT_RATE[0] + JOB_OVERHEAD_S[0]
+        else:
+            n_events = events * chunks
+            cpu["generate"] += chunks * (events / HARD_RATE[0] + JOB_OVERHEAD_S[0])
+        events_total += n_events
         disk["lhe"] += n_events * lhe_bytes
         jets_per_event = sum(per_class.values())
         for view, _replica in instances:
             factor = VIEW_FACTOR[_view_kind(cfg["views"][view])][0]
-            cpu["resimulate"] += sim["chunks"] * (events / (rate * factor) + JOB_OVERHEAD_S[0])
-            if cfg["views"][view]["draw"]:  # one more Pythia init per further block of drawn values
-                cpu["resimulate"] += sim["chunks"] * (-(-events // cfg["views"][view]["draw_block"]) - 1) * DRAW_INIT_S[0]
+            cpu["resimulate"] += n_events / (rate * factor) + chunks * JOB_OVERHEAD_S[0]
+            if cfg["views"][view]["draw"]:  # one more Pythia init per further block of drawn values in a chunk
+                blocks = -(-n_events // (chunks * cfg["views"][view]["draw_block"]))
+                cpu["resimulate"] += chunks * (blocks - 1) * DRAW_INIT_S[0]
             disk["fragments"] += n_events * jets_per_event * row_bytes
         rows = n_events * jets_per_event * len(instances)
         rows_total += rows
@@ -178,6 +203,8 @@ def plan(cfg: dict, profile_path: Path | None = None, rules_dir: Path | None = N
         for split, fraction in cfg["merge"]["splits"].items():
             for cls, per_event in per_class.items():
                 jets[split][cls] += n_events * per_event * fraction
+    if not any(k.startswith("split_lhe_") for k in jobs):
+        del cpu["split_lhe"]
     cpu["merge"] = rows_total / MERGE_ROWS_PER_S[0] + jobs["merge_part"] * JOB_OVERHEAD_S[0]
     # Slurm submissions: rules in a group are bundled group-components at a time
     profile = _yaml(profile_path)
@@ -192,10 +219,11 @@ def plan(cfg: dict, profile_path: Path | None = None, rules_dir: Path | None = N
             continue  # local rules: no submission
         per = components.get(rule_group.get(rule, ""), 1)
         submissions[rule] = -(-n // per)
-    return {"jobs": jobs, "submissions": submissions, "group_size": {r: components.get(g, 1) for r, g in rule_group.items()},
+    return {"jobs": jobs, "chunks": chunks_by_process, "submissions": submissions,
+            "group_size": {r: components.get(g, 1) for r, g in rule_group.items()},
             "profile": str(profile_path) if profile else f"{profile_path} (not found: one submission per job)",
             "cpu_hours": {k: v / 3600 for k, v in cpu.items()}, "disk_gb": {k: v / 1e9 for k, v in disk.items()},
-            "jets": {s: dict(v) for s, v in jets.items()}, "rows": rows_total, "events": events * sim["chunks"],
+            "jets": {s: dict(v) for s, v in jets.items()}, "rows": rows_total, "events": events_total,
             "views": {v: _view_kind(cfg["views"][v]) for v, _ in dict.fromkeys(instances)}, "notes": notes}
 
 
@@ -203,8 +231,11 @@ def format_plan(p: dict, cfg: dict) -> str:
     """The plan as text: jobs and submissions, CPU-hours, disk, merged jets, and every figure's source."""
     sim = cfg["simulation"]
     units = p["jobs"]["resimulate"]
-    lines = [f"rs3l plan: {len(sim['processes'])} processes x {sim['chunks']} chunks x "
-             f"{units // max(1, len(sim['processes']) * sim['chunks'])} view instances = {units} units "
+    n_chunks = sum(p["chunks"].values())
+    per_process = (f"{len(sim['processes'])} processes x {sim['chunks']} chunks"
+                   if set(p["chunks"].values()) == {sim["chunks"]} else
+                   f"{n_chunks} chunks ({', '.join(f'{k} {v}' for k, v in p['chunks'].items())})")
+    lines = [f"rs3l plan: {per_process} x {units // max(1, n_chunks)} view instances = {units} units "
              f"(resimulate jobs) of {sim['events_per_chunk']} events",
              "", f"{'rule':<14}{'jobs':>10}{'Slurm submissions':>20}   (profile {p['profile']})"]
     for rule, n in p["jobs"].items():
@@ -241,6 +272,9 @@ def format_plan(p: dict, cfg: dict) -> str:
     for kind, views in kinds.items():
         factor, source = VIEW_FACTOR[kind]
         lines.append(f"  views {', '.join(views)}: {kind}, rate x {factor:.3f}" + (f"  [{source}]" if kind != "nominal" else ""))
+    if "split_lhe" in p["cpu_hours"]:
+        lines.append(f"  split-lhe {SPLIT_RATE[0]:.0f} ev/s [{SPLIT_RATE[1]}]; an lhe process is costed like the "
+                     f"measured process its name matches, else like top")
     lines += [f"  hard process {HARD_RATE[0]:.0f} ev/s [{HARD_RATE[1]}]",
               f"  per-job overhead {JOB_OVERHEAD_S[0]} s (start, imports, Pythia init) [measured here]",
               f"  merge {MERGE_ROWS_PER_S[0]:,.0f} rows/s [{MERGE_ROWS_PER_S[1]}]",

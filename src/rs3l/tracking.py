@@ -128,6 +128,11 @@ def child_run(cfg: dict, name: str, stage: str, params: dict | None = None):
     parent = init_parent(cfg)
     exp = experiment_id(cfg)
     tags = {"mlflow.parentRunId": parent, "rs3l.stage": stage, "rs3l.config_hash": config_hash(cfg)}
+    variant = (cfg.get("ablation") or {}).get("variant")
+    if variant:  # a run of one ablation variant (rs3l.evaluation.ablation): tagged with its grid cell
+        tags.update({f"rs3l.ablation.{'variant' if k == 'name' else k}": str(v) for k, v in variant.items()
+                     if v is not None})
+        name = f"{name} [{variant['name']}]"
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     with mlflow.start_run(experiment_id=exp, run_name=name, tags=tags) as run:
         if params:

@@ -1,10 +1,14 @@
 # Helpers shared by the rules: resolved config, paths and the fan-out lists.
 import os
+import re
 
 import yaml
 
+from rs3l import cli as rs3l_cli
 from rs3l import config as rs3l_config
+from rs3l.evaluation import ablation as rs3l_ablation
 from rs3l import plan as rs3l_plan
+from rs3l.physics import lhe_input as rs3l_lhe_input
 from rs3l.atomic import write_text
 from rs3l.data.fragment_list import write_fragment_list
 
@@ -18,7 +22,16 @@ SIM = config["simulation"]
 SIM_HASH = rs3l_config.simulation_hash(config)
 CONFIG_HASH = rs3l_config.config_hash(config)
 PROCESSES = SIM["processes"]
-CHUNKS = list(range(SIM["chunks"]))
+# chunks per process: simulation.chunks, or as many as an `lhe` process' files fill (counted here,
+# from their </event> tags, so the DAG is known at parse time; no checkpoint)
+PROCESS_CHUNKS = rs3l_plan.process_chunks(config)
+GENERATED = [p for p in PROCESSES if not rs3l_lhe_input.is_lhe(config["processes"][p])]
+LHE_PROCESSES = [p for p in PROCESSES if rs3l_lhe_input.is_lhe(config["processes"][p])]
+# a split reads every source event: twice the time at the measured rate, plus start-up (minutes)
+SPLIT_MINUTES = {
+    p: 10 + 2 * rs3l_lhe_input.source_events(config["processes"][p], p) // int(60 * rs3l_plan.SPLIT_RATE[0])
+    for p in LHE_PROCESSES
+}
 INSTANCES = rs3l_config.view_instances(config)
 MERGE_PARTS = rs3l_plan.merge_parts(config)
 MERGE_HASH = rs3l_plan.merge_hash(config)
@@ -32,6 +45,10 @@ ARMS = [
     for s in range(FT["seeds"])
 ]
 SUMMARY = [f"{R}/summary/results.csv", f"{R}/summary/results.md"]
+# `rs3l science` (invariance, parameter regression, anomaly; issue #12) joins the report and the
+# ablation as soon as the package has that command.
+HAS_SCIENCE = "science" in rs3l_cli.COMMANDS
+SCIENCE = [f"{R}/evaluate/science.json"] if HAS_SCIENCE else []
 
 # Every job reads the resolved config from this file. It is rewritten only when its content
 # changes; rules take it as ancient() input and carry the hashes of the parts they depend on
@@ -75,3 +92,29 @@ def evaluations(wildcards=None):
 def encoder_for(wildcards):
     # the supervised baseline (scratch) does not depend on pre-training
     return [] if wildcards.mode == "scratch" else [f"{R}/pretrain/encoder.pt"]
+
+
+# ----- the ablation grid (config `ablation:`; rules in ablation.smk)
+ABLATION = rs3l_ablation.check(config)  # {variant: resolved config}; empty without a grid
+AB = f"{R}/ablation"
+# Each variant's resolved config (and the baselines'), rewritten only when its content changes:
+# a variant added to the grid leaves the others' configs, hashes and checkpoints alone.
+AB_CONFIGS = {**ABLATION, rs3l_ablation.BASELINES: rs3l_ablation.baseline_config(config)} if ABLATION else {}
+VARIANT_HASHES = {name: rs3l_config.config_hash(c) for name, c in AB_CONFIGS.items()}
+for _name, _cfg in AB_CONFIGS.items():
+    _text = yaml.safe_dump(dict(_cfg), sort_keys=False)
+    _path = f"{AB}/{_name}/config.yaml"
+    if not os.path.exists(_path) or open(_path).read() != _text:
+        write_text(_path, _text)
+
+
+def ablation_inputs(wildcards=None):
+    """Everything the ablation report reads: probes of every variant and of the baselines, science where run."""
+    out = [f"{AB}/{v}/probes.json" for v in ABLATION] + [f"{AB}/{rs3l_ablation.BASELINES}/probes.json"]
+    if config["ablation"]["science"] and HAS_SCIENCE:
+        out += [f"{AB}/{v}/science.json" for v in ABLATION]
+    return out
+
+
+ABLATION_REPORT = [f"{AB}/ablation.{ext}" for ext in ("csv", "md")]
+ABLATION_REPORT += [f"{AB}/ablation_{name}.png" for name in ("label_efficiency", "panels")]

@@ -1,5 +1,6 @@
 # The cheap arms in one job (probes on the pre-trained and random encoders, substructure BDT),
-# then the results table. The deep arms are evaluated inside their finetune job (training.smk).
+# `rs3l science` on the pre-trained encoder, then the results table. The deep arms are evaluated
+# inside their finetune job (training.smk).
 
 
 rule probe:
@@ -29,11 +30,41 @@ rule probe:
         " > {log} 2>&1"
 
 
+rule science:
+    # what the frozen pre-trained encoder kept: invariance per view, simulator-parameter regression, anomaly AUC
+    input:
+        config=ancient(CONFIG),
+        manifest=f"{R}/data/manifest.json",
+        tracking=f"{R}/tracking/parent_run.json",
+        encoder=f"{R}/pretrain/encoder.pt",
+    output:
+        f"{R}/evaluate/science.json",
+    params:
+        config_hash=CONFIG_HASH,
+        data=lambda wc, input: os.path.dirname(input.manifest),
+    log:
+        f"{R}/logs/science.log",
+    benchmark:
+        f"{R}/benchmarks/science.tsv"
+    resources:
+        runtime=60,
+        mem_mb=8000,
+        cpus_per_task=1,
+        gpu=0,
+    conda:
+        "../envs/training.yaml"
+    shell:
+        "rs3l science --config {input.config} --data {params.data} --encoder {input.encoder} --out {output}"
+        " > {log} 2>&1"
+
+
 rule report:
     input:
         config=ancient(CONFIG),
         manifest=f"{R}/data/manifest.json",
         evaluations=evaluations,
+        # read by `rs3l report` from <results_dir>/evaluate/science.json (section "What the representation kept")
+        science=SCIENCE,
     output:
         csv=f"{R}/summary/results.csv",
         md=report(f"{R}/summary/results.md", category="Results", caption="../report/results.rst"),

@@ -38,6 +38,8 @@ rule merge:
     input:
         config=ancient(CONFIG),
         parts=[f"{R}/data/parts/part-{p:05d}.json" for p in range(len(MERGE_PARTS))],
+        # copied into manifest.json (lhe_sources)
+        lhe_records=[f"{R}/lhe/{p}/{rs3l_lhe_input.RECORD}" for p in LHE_PROCESSES],
     output:
         f"{R}/data/manifest.json",
     params:

@@ -1,4 +1,5 @@
-# Hard process once per (process, chunk); one re-simulation job per view instance.
+# Hard process once per (process, chunk), or once per `lhe` process split into its chunks;
+# one re-simulation job per view instance.
 
 
 rule generate:
@@ -6,6 +7,9 @@ rule generate:
         ancient(CONFIG),
     output:
         f"{R}/lhe/{{process}}/chunk{{chunk}}.lhe.gz",
+    # only Pythia processes: an `lhe` process' chunks come from its split_lhe_<process> rule
+    wildcard_constraints:
+        process="|".join(map(re.escape, GENERATED)) or "(?!)",
     params:
         simulation_hash=SIM_HASH,
         events=SIM["events_per_chunk"],
@@ -26,6 +30,39 @@ rule generate:
     shell:
         "rs3l generate --config {input} --process {wildcards.process} --chunk {wildcards.chunk}"
         " --events {params.events} --out {output} > {log} 2>&1"
+
+
+# One rule per `lhe` process (its chunk list is its output): checks every event of the external
+# files and writes the chunks plus lhe_sources.json; the only upstream of that process' resimulate
+# jobs, so a truncated, empty or non-LHE file stops the run before any re-simulation.
+for _process in LHE_PROCESSES:
+
+    rule:
+        name:
+            f"split_lhe_{_process}"
+        input:
+            config=ancient(CONFIG),
+            sources=rs3l_lhe_input.source_files(config["processes"][_process]["lhe"]),
+        output:
+            chunks=[f"{R}/lhe/{_process}/chunk{c}.lhe.gz" for c in range(PROCESS_CHUNKS[_process])],
+            record=f"{R}/lhe/{_process}/{rs3l_lhe_input.RECORD}",
+        params:
+            simulation_hash=SIM_HASH,
+            process=_process,
+            out_dir=lambda wc, output: os.path.dirname(output.record),
+        log:
+            f"{R}/logs/split_lhe/{_process}.log",
+        benchmark:
+            f"{R}/benchmarks/split_lhe/{_process}.tsv"
+        resources:
+            runtime=SPLIT_MINUTES[_process],
+            mem_mb=2000,
+            cpus_per_task=1,
+        conda:
+            "../envs/simulation.yaml"
+        shell:
+            "rs3l split-lhe --config {input.config} --process {params.process} --out-dir {params.out_dir}"
+            " > {log} 2>&1"
 
 
 rule resimulate:

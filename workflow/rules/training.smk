@@ -1,4 +1,9 @@
 # Pre-training on view pairs, then the deep fine-tuning arms (tasks x modes x label fractions x seeds).
+from rs3l.training import launch as rs3l_launch
+
+# Multi-device DDP (training.devices x num_nodes > 1): an "MPI" job of one Slurm task per device,
+# started by the srun below when the job runs inside a Slurm allocation (rs3l/training/launch.py).
+PRETRAIN_DDP = rs3l_launch.slurm_resources(config)
 
 
 rule pretrain:
@@ -14,6 +19,7 @@ rule pretrain:
         config_hash=CONFIG_HASH,
         data=lambda wc, input: os.path.dirname(input.manifest),
         out_dir=lambda wc, output: os.path.dirname(output[0]),
+        srun=lambda wc, resources: rs3l_launch.srun_prefix(config, resources.cpus_per_task, resources.gpu),
     log:
         f"{R}/logs/pretrain.log",
     benchmark:
@@ -23,10 +29,12 @@ rule pretrain:
         mem_mb=8000,
         cpus_per_task=2,
         gpu=0,
+        **PRETRAIN_DDP,
     conda:
         "../envs/training.yaml"
     shell:
-        "rs3l pretrain --config {input.config} --data {params.data} --out-dir {params.out_dir} --restart-if-changed"
+        # ${{SLURM_JOB_ID:+...}}: the srun only inside a Slurm job; a local run starts one process
+        "${{SLURM_JOB_ID:+{params.srun}}} rs3l pretrain --config {input.config} --data {params.data} --out-dir {params.out_dir} --restart-if-changed"
         " > {log} 2>&1"
 
 

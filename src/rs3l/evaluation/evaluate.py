@@ -120,12 +120,15 @@ def result(cfg: dict, task: Task, identity: dict, per_view: dict) -> dict:
     for view, (target, score, _) in per_view.items():
         metrics_per_view[view] = view_metrics(target, score, task.multiclass, cfg)
         signal_scores[view] = (signal_of(task, target), score[:, 0] if task.multiclass else score)
+    from rs3l.training.augment import base_views
+
     aug, ev = cfg["pretrain"]["augment_views"], cfg["evaluate"]
+    seen = base_views(aug)  # the simulated views under 'seed+jetclr' etc.
     robust = {}
     for view in metrics_per_view:
         if view != "nominal":
             robust[view] = robustness(signal_scores["nominal"], signal_scores[view], ev["robustness_efficiency"])
-            robust[view]["in_pretraining"] = view in aug
+            robust[view]["in_pretraining"] = view in seen
     target, _, jet_id = per_view["nominal"]
     nominal = {k: v for k, v in metrics_per_view["nominal"].items() if not isinstance(v, dict)}
     record = {
@@ -133,7 +136,7 @@ def result(cfg: dict, task: Task, identity: dict, per_view: dict) -> dict:
         "signal": list(task.signal), "background": list(task.background),
         "efficiencies": ev["efficiencies"], "robustness_efficiency": ev["robustness_efficiency"],
         "pretrain_augment_views": aug,  # what the pre-trained arms saw; the same for the others, for comparison
-        "held_out_views": [v for v in robust if v not in aug], "config_hash": config_hash(cfg),
+        "held_out_views": [v for v in robust if v not in seen], "config_hash": config_hash(cfg),
         "metrics": nominal, "views": metrics_per_view, "robustness": robust,
         "test_scores": {"jet_id": np.asarray(jet_id).tolist(), "is_signal": signal_scores["nominal"][0].tolist(),
                         "score": np.round(signal_scores["nominal"][1].astype(np.float64), 7).tolist()},

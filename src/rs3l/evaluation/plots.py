@@ -170,3 +170,50 @@ def jet_mass(data_dir, path, split: str = "test", mass_max: float = 300.0, bins:
             ax.set_title(f"{cls} ({split})", fontsize=9)
     axes[0, 0].legend(fontsize=7)
     return _save(fig, path)
+
+
+def ablation_label_efficiency(rows: list[dict], fractions: list[float], path) -> Path:
+    """Linear-probe AUC vs label fraction (log x), one line per ablation variant (baselines dotted), one panel
+    per task; error bars = std over seeds. ``rows``: ``rs3l ablation-report`` rows (``linear_auc_f<f>``)."""
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig = Figure(figsize=(6.0 * max(len(tasks), 1), 4.6))
+    axes = fig.subplots(1, max(len(tasks), 1), squeeze=False)[0]
+    for ax, task in zip(axes, tasks):
+        for r in (r for r in rows if r["task"] == task):
+            pts = [(f, r.get(f"linear_auc_f{f:g}"), r.get(f"linear_auc_f{f:g}_std") or 0.0) for f in fractions]
+            pts = [p for p in pts if p[1] is not None and np.isfinite(p[1])]
+            if pts:
+                x, y, err = zip(*pts)
+                ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=r["variant"], **_row_style(
+                    r["variant"] if r.get("views_per_jet") is None else "rs3l"))
+        ax.set_xscale("log")
+        ax.set_xlabel("fraction of training labels")
+        ax.set_ylabel("AUC, nominal test view (linear probe; BDT: its own)")
+        ax.set_title(f"{task}: label efficiency per variant (mean ± std over seeds)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+    return _save(fig, path)
+
+
+def ablation_panels(rows: list[dict], metrics: list[str], path) -> Path:
+    """One panel per metric (e.g. held-out W1, invariance AUC, parameter R², anomaly AUC): a point ± std per
+    variant of the first task (the science metrics do not depend on the task); missing values are left out."""
+    task = rows[0]["task"] if rows else None
+    variants = [r for r in rows if r["task"] == task and r.get("views_per_jet") is not None]
+    fig = Figure(figsize=(3.6 * len(metrics), 0.32 * max(len(variants), 4) + 1.6))
+    axes = fig.subplots(1, len(metrics), squeeze=False, sharey=True)[0]
+    y = np.arange(len(variants))
+    for ax, metric in zip(axes, metrics):
+        vals = np.array([np.nan if r.get(metric) is None else r[metric] for r in variants], dtype=float)
+        errs = np.array([r.get(f"{metric}_std") or 0.0 for r in variants], dtype=float)
+        ok = np.isfinite(vals)
+        if ok.any():
+            ax.errorbar(vals[ok], y[ok], xerr=errs[ok], fmt="o", capsize=3)
+        else:
+            ax.text(0.5, 0.5, "not measured", transform=ax.transAxes, ha="center", va="center", color="grey")
+        ax.set_xlabel(metric + (f" ({task})" if metric.startswith("w1_") else ""), fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].set_yticks(y, [r["variant"] for r in variants], fontsize=7)
+    axes[0].invert_yaxis()
+    fig.suptitle("ablation: robustness (smaller W1 = more robust), invariance, parameter R², anomaly AUC", fontsize=9)
+    return _save(fig, path)

@@ -18,6 +18,8 @@ Writes to ``--out-dir``:
 - in ``plots/``: ``roc_<task>.png``, ``scores_<task>.png`` (seed 0, largest fraction),
   ``label_efficiency_<task>.png`` and ``robustness_<task>.png`` (mean ± std over seeds);
 - with ``--data``: ``jet_mass.png`` (mass and soft-drop mass per class and view, test split);
+- with ``<results_dir>/evaluate/science.json`` (``rs3l science``), a section "What the representation kept"
+  under the table: invariance AUC per view, parameter R² per scan view, anomaly AUC;
 - ``embeddings.png``, copied from ``<results_dir>/pretrain/embeddings.png`` if pre-training made one.
 
 Everything is logged as an artifact of the workflow's MLflow parent run, which is then
@@ -201,6 +203,13 @@ def comparisons(results: list[dict], n_boot: int = 1000, level: float = 0.95, se
     return out
 
 
+def one_std_apart(a: float, sa: float | None, b: float, sb: float | None) -> bool | None:
+    """True when the mean ± std bars of ``a`` and ``b`` do not overlap; None when a std is missing (one seed)."""
+    if sa is None or sb is None:
+        return None
+    return a + sa < b - sb or a - sa > b + sb
+
+
 def robustness_statements(rows: list[dict], held_out: list[str]) -> list[str]:
     """One sentence per task, fraction and held-out view: W1 (mean ± std) of pre-trained full vs scratch."""
     out = []
@@ -213,11 +222,11 @@ def robustness_statements(rows: list[dict], held_out: list[str]) -> list[str]:
             a, b = row.get(f"w1_{v}"), (twin or {}).get(f"w1_{v}")
             if a is None or b is None:
                 continue
-            sa, sb = row.get(f"w1_{v}_std"), twin.get(f"w1_{v}_std")
-            if sa is None or sb is None:
+            apart = one_std_apart(a, row.get(f"w1_{v}_std"), b, twin.get(f"w1_{v}_std"))
+            if apart is None:
                 word = "one seed only, no spread to judge the difference by"
             else:
-                word = "smaller" if a + sa < b - sb else "larger" if a - sa > b + sb else "compatible within one std"
+                word = ("compatible within one std" if not apart else "smaller" if a < b else "larger")
             out.append(f"{row['task']}, {_fmt('label_fraction', row['label_fraction'])} of the labels, held-out view "
                        f"{v}: W1 of the score shift {_pm(row, f'w1_{v}')} (pre-trained, full) vs "
                        f"{_pm(twin, f'w1_{v}')} (scratch): {word}.")
@@ -295,6 +304,44 @@ def to_markdown(columns: list[str], rows: list[dict], held_out: list[str] = (), 
     return "\n".join(lines + notes) + "\n"
 
 
+def pm(v, s, digits: int = 3, missing: str = "–") -> str:
+    """'mean ± std' with ``digits`` decimals; just the mean without a std, ``missing`` without a value."""
+    if v is None or not math.isfinite(v):
+        return missing
+    return f"{v:.{digits}f}" + ("" if s is None or not math.isfinite(s) else f" ± {s:.{digits}f}")
+
+
+def science_markdown(science: dict) -> str:
+    """Section "What the representation kept" from ``rs3l science``'s JSON (missing parts are left out)."""
+    lines = ["", "## What the representation kept", "",
+             f"Frozen pre-trained encoder `{science.get('encoder', '?')}` (`rs3l science`; mean ± std over its "
+             "repeat seeds)."]
+    inv = science.get("invariance") or {}
+    if inv:
+        lines += ["", "Invariance: AUC of a classifier telling the view's embeddings from the nominal view's "
+                  "(0.5 = the encoder cannot tell them apart, i.e. invariant; 1 = fully separable).", "",
+                  "| view | invariance AUC | jets |", "|---|---|---|"]
+        lines += [f"| {v} | {pm(e.get('auc'), e.get('auc_std'))} | {e.get('n_jets', '–')} |"
+                  for v, e in inv.items()]
+    par = science.get("parameter") or {}
+    if par:
+        lines += ["", "Simulator parameter regressed from the embedding (R² 1 = fully recoverable, 0 = not at all; "
+                  "resolution = std of the residual, in the parameter's units).", "",
+                  "| view | parameter | R² | resolution | jets |", "|---|---|---|---|---|"]
+        lines += [f"| {v} | {e.get('parameter', '–')} | {pm(e.get('r2'), e.get('r2_std'))} | "
+                  f"{pm(e.get('resolution'), e.get('resolution_std'), 4)} | {e.get('n_jets', '–')} |"
+                  for v, e in par.items()]
+    an = science.get("anomaly") or {}
+    if an:
+        ci = an.get("auc_ci")
+        lines += ["", f"Anomaly: class {an.get('class', '?')} (never seen in pre-training) against "
+                  f"{', '.join(map(str, an.get('background') or [])) or '?'}: AUC "
+                  f"{pm(an.get('auc'), an.get('auc_std'))}"
+                  + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+                  + f" ({an.get('n_signal', '?')} signal, {an.get('n_background', '?')} background jets)."]
+    return "\n".join(lines) + "\n"
+
+
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
@@ -341,25 +388,29 @@ def report(cfg: dict, inputs, out_dir, data_dir=None) -> dict:
     held = list(dict.fromkeys(v for r in results for v in r.get("held_out_views", [])))
     comps = comparisons(results, **boot)
     md = to_markdown(columns, rows, held, [_sentence(c) for c in comps] + robustness_statements(rows, held))
+    science = results_path(cfg, "evaluate", "science.json")
+    if science.exists():  # written by the workflow's `science` rule (rs3l science)
+        md += science_markdown(json.loads(science.read_text()))
     write_text(out_dir / "results.csv", to_csv(columns, rows))
     write_text(out_dir / "results.md", md)
     write_text(out_dir / "comparisons.json", json.dumps(comps, indent=1, default=float))
     (out_dir / "plots").mkdir(exist_ok=True)
     figures = make_plots(results, rows, out_dir / "plots", data_dir, results_path(cfg, "pretrain", "embeddings.png"))
     files = [out_dir / "results.csv", out_dir / "results.md", out_dir / "comparisons.json", *figures]
-    parent = _log_to_parent(cfg, files)
+    parent = log_to_parent(cfg, files)
     print(md, end="")
     return {"csv": out_dir / "results.csv", "markdown": out_dir / "results.md", "plots": figures, "rows": rows,
             "columns": columns, "comparisons": comps, "parent_run_id": parent}
 
 
-def _log_to_parent(cfg: dict, files: list[Path]) -> str:
+def log_to_parent(cfg: dict, files: list[Path], artifact_path: str = "summary") -> str:
+    """Log ``files`` as artifacts of the workflow's MLflow parent run (under ``artifact_path``) and finish it."""
     from rs3l import tracking
 
     c = tracking.client(cfg)
     parent = tracking.init_parent(cfg)
     for f in files:
-        c.log_artifact(parent, str(f), artifact_path="summary")
+        c.log_artifact(parent, str(f), artifact_path=artifact_path)
     c.set_terminated(parent, "FINISHED")
     return parent
 

@@ -7,9 +7,16 @@ module logs per epoch (prefix ``train/`` and ``val/``): ``loss``, ``pos_sim``
 ``alignment`` and ``uniformity`` (Wang & Isola 2020), and at validation
 ``val/knn_acc``, a leave-one-out kNN accuracy of the encoder embeddings of the
 val jets, the only place labels are used.
+
+Batches carry n >= 2 views of each jet (``x1, mask1, ..., xn, maskn``); the diagnostics
+use the first two. :class:`JEPAMethod` (objective ``jepa``) adds an EMA target encoder
+and a predictor; ``encoder`` is always the network that ``encoder.pt`` gets.
 """
 
 from __future__ import annotations
+
+import copy
+import math
 
 import lightning as L
 import torch
@@ -27,8 +34,16 @@ def projection_head(latent_dim: int, out_dim: int) -> nn.Module:
     return nn.Sequential(nn.Linear(latent_dim, hidden), BatchNorm(hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
 
 
+def n_views(batch: dict) -> int:
+    """Views per jet in a batch (keys ``x1`` ... ``xn``)."""
+    n = 0
+    while f"x{n + 1}" in batch:
+        n += 1
+    return n
+
+
 class ContrastiveMethod(L.LightningModule):
-    """Pre-training on positive pairs: batches with ``x1, mask1, x2, mask2`` (and ``label`` for the probe)."""
+    """Pre-training on positive views: batches with ``x1, mask1, ..., xn, maskn`` (and ``label`` for the probe)."""
 
     def __init__(self, encoder: nn.Module, objective, projection: int = 0, learning_rate: float = 1e-3,
                  weight_decay: float = 0.0, epochs: int = 1, knn_k: int = 20, probe_jets: int = 5000):
@@ -41,25 +56,40 @@ class ContrastiveMethod(L.LightningModule):
 
     @classmethod
     def from_config(cls, cfg: dict, n_features: int) -> "ContrastiveMethod":
+        """The method of ``pretrain.objective`` (a :class:`JEPAMethod` for ``jepa``)."""
         p, t = cfg["pretrain"], cfg["training"]
+        if p["objective"] == "jepa" and not issubclass(cls, JEPAMethod):
+            return JEPAMethod.from_config(cfg, n_features)
+        extra = {"ema_momentum": p["ema_momentum"], "predictor_hidden": p["predictor_hidden"]} \
+            if issubclass(cls, JEPAMethod) else {}
         return cls(build_encoder(p["encoder"], cfg, n_features), objectives.objective_from_config(cfg),
                    projection=p["projection_head"], learning_rate=t["learning_rate"], weight_decay=t["weight_decay"],
-                   epochs=p["epochs"], knn_k=p["knn_k"], probe_jets=p["probe_jets"])
+                   epochs=p["epochs"], knn_k=p["knn_k"], probe_jets=p["probe_jets"], **extra)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Encoder embedding (batch, latent_dim), without the projection head."""
         return self.encoder(x, mask)
 
-    def _embed_pair(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # Both views through the encoder in one pass: one set of batch-norm statistics.
-        n = batch["x1"].shape[0]
-        h = self.encoder(torch.cat([batch["x1"], batch["x2"]]), torch.cat([batch["mask1"], batch["mask2"]]))
-        z = self.head(h)
-        return h[:n], z[:n], z[n:]
+    @staticmethod
+    def _stack(batch: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
+        v = n_views(batch)
+        return (torch.cat([batch[f"x{k + 1}"] for k in range(v)]),
+                torch.cat([batch[f"mask{k + 1}"] for k in range(v)]), v)
+
+    def _embed_views(self, batch: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Encoder embeddings and head outputs of every view, lists of (batch, dim)."""
+        # All views through the encoder in one pass: one set of batch-norm statistics.
+        x, mask, v = self._stack(batch)
+        h = self.encoder(x, mask)
+        return list(h.chunk(v)), list(self.head(h).chunk(v))
+
+    def _loss(self, batch: dict, hs: list[torch.Tensor], zs: list[torch.Tensor]) -> torch.Tensor:
+        return self.objective(*zs)
 
     def _step(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
-        h1, z1, z2 = self._embed_pair(batch)
-        loss = self.objective(z1, z2)
+        hs, zs = self._embed_views(batch)
+        loss = self._loss(batch, hs, zs)
+        h1, z1, z2 = hs[0], zs[0], zs[1]
         n = z1.shape[0]
         with torch.no_grad():
             pos, neg = objectives.pair_similarities(z1, z2)
@@ -95,7 +125,70 @@ class ContrastiveMethod(L.LightningModule):
         self._probe = []
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)
+        params = [p for p in self.parameters() if p.requires_grad]  # not the EMA target of JEPA
+        opt = torch.optim.AdamW(params, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(self.hparams.epochs, 1))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
+
+
+class JEPAMethod(ContrastiveMethod):
+    """JEPA (joint-embedding predictive architecture; I-JEPA, Assran et al. 2023) on views of jets.
+
+    The context encoder (``encoder``, trained) embeds each view; a predictor MLP maps the
+    embedding of view a to the embedding of view b (every ordered pair a != b) that the target
+    encoder gives. The target encoder is an exponential moving average of the context encoder
+    (``requires_grad`` False, no gradient; updated after every optimiser step with momentum
+    ``m`` rising from ``ema_momentum`` to 1 on a cosine over the training's steps). Against
+    collapse: VICReg's variance and covariance terms on the context embeddings (see
+    :func:`rs3l.models.objectives.jepa`), plus the EMA target and the predictor (BYOL's
+    stop-gradient asymmetry). No projection head: the predictor plays that part.
+    """
+
+    def __init__(self, encoder: nn.Module, objective, projection: int = 0, learning_rate: float = 1e-3,
+                 weight_decay: float = 0.0, epochs: int = 1, knn_k: int = 20, probe_jets: int = 5000,
+                 ema_momentum: float = 0.996, predictor_hidden: int = 64):
+        if projection:
+            raise ValueError("objective 'jepa' takes no projection head (its predictor is the head); "
+                             "set pretrain.projection_head to 0")
+        super().__init__(encoder, objective, 0, learning_rate, weight_decay, epochs, knn_k, probe_jets)
+        self.save_hyperparameters(ignore=["encoder", "objective"])
+        self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
+        d = encoder.latent_dim
+        self.predictor = nn.Sequential(nn.Linear(d, predictor_hidden), BatchNorm(predictor_hidden), nn.ReLU(),
+                                       nn.Linear(predictor_hidden, d))
+
+    def _loss(self, batch: dict, hs: list[torch.Tensor], zs: list[torch.Tensor]) -> torch.Tensor:
+        x, mask, v = self._stack(batch)
+        with torch.no_grad():
+            targets = list(self.target_encoder(x, mask).chunk(v))
+        predicted = list(self.predictor(torch.cat(hs)).chunk(v))
+        pairs = [(a, b) for a in range(v) for b in range(v) if a != b]
+        return self.objective([predicted[a] for a, _ in pairs], [targets[b] for _, b in pairs], torch.cat(hs))
+
+    def momentum(self) -> float:
+        """EMA momentum now: ``ema_momentum`` at step 0 rising to 1 at the last step (cosine)."""
+        m0 = self.hparams.ema_momentum
+        total = 0
+        if self._trainer is not None:
+            try:
+                total = int(self.trainer.estimated_stepping_batches)
+            except Exception:  # noqa: BLE001 - no estimate (e.g. unsized loader): constant momentum
+                total = 0
+        if total <= 0 or not math.isfinite(total):
+            return m0
+        progress = min(self.global_step / total, 1.0)
+        return 1 - (1 - m0) * (math.cos(math.pi * progress) + 1) / 2
+
+    @torch.no_grad()
+    def update_target(self, momentum: float) -> None:
+        """target = momentum * target + (1 - momentum) * context (parameters); buffers (batch-norm
+        statistics) copied from the context encoder."""
+        for t, c in zip(self.target_encoder.parameters(), self.encoder.parameters()):
+            t.mul_(momentum).add_(c.detach(), alpha=1 - momentum)
+        for t, c in zip(self.target_encoder.buffers(), self.encoder.buffers()):
+            t.copy_(c)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        # called after the optimiser step of this batch
+        self.update_target(self.momentum())

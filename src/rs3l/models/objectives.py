@@ -1,9 +1,11 @@
 """Self-supervised objectives and embedding diagnostics: small pure functions of embeddings.
 
 ``z1``, ``z2`` are (batch, dim) embeddings of two views of the same jets (row i of
-``z1`` and row i of ``z2`` are a positive pair; all other combinations are negatives).
+``z1`` and row i of ``z2`` are a positive pair; all other combinations are negatives);
+with n views per jet (``pretrain.views_per_jet``) the objectives take ``z1, ..., zn``.
 Every objective returns a scalar loss to minimise. Adding an objective is adding a
-function here and one entry in :data:`OBJECTIVES`.
+function here and one entry in :data:`OBJECTIVES`. ``jepa`` is a loss of predicted and
+target embeddings; its target encoder lives in :class:`rs3l.models.method.JEPAMethod`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,37 @@ def ntxent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torc
     return F.cross_entropy(logits, target)
 
 
+def ntxent_multi(*zs: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Multi-positive NT-Xent (SupCon form, Khosla et al. 2020, with jets as labels) of n views.
+
+    ``zs``: n tensors (batch, dim); row i of every one is a view of jet i. Each of the
+    n·batch embeddings scores all others by cosine similarity / ``temperature``; its loss
+    is minus the mean log-softmax probability of its n - 1 positives (the other views of
+    its jet). Mean over anchors. For n = 2 this is :func:`ntxent` exactly.
+    """
+    n_views, n = len(zs), zs[0].shape[0]
+    if n_views < 2:
+        raise ValueError(f"a contrastive loss needs at least 2 views; got {n_views}")
+    z = F.normalize(torch.cat(zs), dim=1)
+    self_mask = torch.eye(n_views * n, dtype=torch.bool, device=z.device)
+    logits = (z @ z.T / temperature).masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    jet = torch.arange(n, device=z.device).repeat(n_views)
+    positive = (jet[:, None] == jet[None, :]) & ~self_mask
+    return -(log_prob.masked_fill(~positive, 0).sum(dim=1) / (n_views - 1)).mean()
+
+
+def variance_covariance(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+    """VICReg's anti-collapse terms of one branch z (batch, dim): mean over dimensions of
+    max(0, gamma - std), and the sum of squared off-diagonal covariances / dim."""
+    n, d = z.shape
+    z = z - z.mean(dim=0)
+    std = torch.sqrt(z.var(dim=0) + eps)
+    cov = (z.T @ z) / max(n - 1, 1)
+    off = cov - torch.diag(torch.diagonal(cov))
+    return torch.relu(gamma - std).mean(), off.pow(2).sum() / d
+
+
 def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> dict:
     """The three unweighted VICReg terms (Bardes, Ponce, LeCun 2022).
 
@@ -38,14 +71,10 @@ def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor, gamma: float = 1.0, eps: fl
     invariance = F.mse_loss(z1, z2)
     variance = z1.new_zeros(())
     covariance = z1.new_zeros(())
-    n, d = z1.shape
     for z in (z1, z2):
-        z = z - z.mean(dim=0)
-        std = torch.sqrt(z.var(dim=0) + eps)
-        variance = variance + torch.relu(gamma - std).mean() / 2
-        cov = (z.T @ z) / max(n - 1, 1)
-        off = cov - torch.diag(torch.diagonal(cov))
-        covariance = covariance + off.pow(2).sum() / d
+        var, cov = variance_covariance(z, gamma, eps)
+        variance = variance + var / 2
+        covariance = covariance + cov
     return {"invariance": invariance, "variance": variance, "covariance": covariance}
 
 
@@ -56,7 +85,30 @@ def vicreg(z1: torch.Tensor, z2: torch.Tensor, invariance: float = 25.0, varianc
     return invariance * t["invariance"] + variance * t["variance"] + covariance * t["covariance"]
 
 
-OBJECTIVES = {"ntxent": ntxent, "vicreg": vicreg}
+def mean_over_pairs(fn, *zs: torch.Tensor) -> torch.Tensor:
+    """A two-view loss ``fn(z_a, z_b)`` averaged over all n(n-1)/2 pairs of n views (n = 2: ``fn(z1, z2)``)."""
+    losses = [fn(zs[a], zs[b]) for a in range(len(zs)) for b in range(a + 1, len(zs))]
+    return torch.stack(losses).mean()
+
+
+def jepa(predictions: list[torch.Tensor], targets: list[torch.Tensor], context: torch.Tensor,
+         prediction: float = 1.0, variance: float = 1.0, covariance: float = 0.04) -> torch.Tensor:
+    """JEPA loss: predict target embeddings from a context embedding, in embedding space.
+
+    ``predictions[k]``, ``targets[k]``: (batch, dim), the predictor's output for target view k
+    and the target encoder's embedding of it (detached here: no gradient reaches the target);
+    ``context``: (batch, dim), the context encoder's embedding. Loss = ``prediction`` · mean
+    over targets of the squared distance of the L2-normalised embeddings (2 - 2 cos, as in
+    BYOL) + VICReg's ``variance`` and ``covariance`` terms on the context embeddings, which
+    make a collapsed (constant) context embedding cost ``variance`` · gamma more than a spread one.
+    """
+    pred = torch.stack([(F.normalize(p, dim=1) - F.normalize(t.detach(), dim=1)).pow(2).sum(dim=1).mean()
+                        for p, t in zip(predictions, targets)]).mean()
+    var, cov = variance_covariance(context)
+    return prediction * pred + variance * var + covariance * cov
+
+
+OBJECTIVES = {"ntxent": ntxent, "vicreg": vicreg, "jepa": jepa}
 
 
 def get_objective(name: str):
@@ -67,14 +119,18 @@ def get_objective(name: str):
 
 
 def objective_from_config(cfg: dict):
-    """``pretrain.objective`` with its hyper-parameters bound: a function (z1, z2) -> loss (picklable)."""
+    """``pretrain.objective`` with its hyper-parameters bound (picklable): for ntxent and vicreg a
+    function (z1, ..., zn) -> loss of the n = ``pretrain.views_per_jet`` views (ntxent: multi-positive;
+    vicreg: mean over pairs); for jepa the function (predictions, targets, context) -> loss."""
     p = cfg["pretrain"]
     name = p["objective"]
     fn = get_objective(name)
     if name == "ntxent":
-        return functools.partial(fn, temperature=p["temperature"])
+        return functools.partial(ntxent_multi, temperature=p["temperature"])
     if name == "vicreg":
-        return functools.partial(fn, **p["vicreg_weights"])
+        return functools.partial(mean_over_pairs, functools.partial(fn, **p["vicreg_weights"]))
+    if name == "jepa":
+        return functools.partial(fn, **p["jepa_weights"])
     return fn
 
 

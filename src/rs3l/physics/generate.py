@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from rs3l import seeds
-from rs3l.atomic import atomic_path
 from rs3l.config import simulation_hash
 from rs3l.physics import lhe
 from rs3l.physics.pythia import PythiaError, make_pythia, process_settings
@@ -69,14 +68,7 @@ def generate(cfg: dict, process: str, events: int, out: str | Path, chunk: int =
               f"seed=\"{seed}\"/>\n<!-- settings:\n" + "\n".join(settings) + "\n-->")
     init = lhe.format_init((2212, 2212), (half, half), info.sigmaGen() * MB_TO_PB, info.sigmaErr() * MB_TO_PB,
                            records[0].process_id)
-    with atomic_path(out) as tmp:
-        # gzip decides by suffix: keep the target's suffix on the temporary file
-        tmp_gz = tmp.with_name(tmp.name + Path(out).suffix)
-        try:
-            lhe.write(tmp_gz, header, init, records)
-            tmp_gz.replace(tmp)
-        finally:
-            tmp_gz.unlink(missing_ok=True)
+    lhe.write_atomic(out, header, init, records)
     log.info("wrote %d events of %s to %s (%d failures, sigma = %.3g pb)", events, process, out, failures,
              info.sigmaGen() * MB_TO_PB)
     return events

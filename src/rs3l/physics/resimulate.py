@@ -52,12 +52,13 @@ def view_config(cfg: dict, view: str) -> dict:
 
 
 def lhe_origin(path: str | Path) -> tuple[str, int]:
-    """(process, chunk) recorded by ``rs3l generate`` in the LHE header."""
+    """(process, chunk) recorded by ``rs3l generate`` or ``rs3l split-lhe`` in the LHE header."""
     with lhe.open_text(path) as fh:
         head = fh.read(4096)
     m = _HEADER.search(head)
     if not m:
-        raise lhe.LHEError(f"LHE file '{path}' has no rs3l header (process, chunk); write it with `rs3l generate`")
+        raise lhe.LHEError(f"LHE file '{path}' has no rs3l header (process, chunk); write it with `rs3l generate`, "
+                           f"or for external LHE files with `rs3l split-lhe`")
     return m.group(1), int(m.group(2))
 
 
@@ -315,7 +316,7 @@ def resimulate(cfg: dict, lhe_path: str | Path, view: str, out: str | Path, repl
                          f"known: {', '.join(cfg['processes'])}")
     labelling = cfg["processes"][process]["labelling"]
     classes = cfg["classes"]
-    det_params = {**cfg["detector"], **view_cfg["detector"]}
+    det_params = detector.merge_params(cfg["detector"], view_cfg["detector"])
     parts = view_seed_parts(cfg, process, chunk, view, replica)
     det_rng = seeds.rng(cfg["seed"], *parts["detector"])
     parameter = drawn_values(cfg, process, chunk, view, replica, len(lhe_events))  # per hard event; NaN: no draw

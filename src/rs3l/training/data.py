@@ -11,9 +11,14 @@ Memory is bounded by the buffer and one row group, whatever the dataset size.
 
 Two modes:
 
-* ``pairs`` (pre-training): one item = two distinct rows (views) of the same jet,
-  drawn afresh each epoch among the rows whose view is in ``views``
-  (``pretrain.augment_views``). Batch keys: ``x1, mask1, x2, mask2, label, jet_id``.
+* ``pairs`` (pre-training): one item = ``views_per_jet`` (n, default 2) distinct views of
+  the same jet, drawn afresh each epoch among ``views`` (``pretrain.augment_views``).
+  A view name is a stored view, optionally followed by hand-crafted transforms applied
+  on the fly (``seed+jetclr``; transforms only = on the ``nominal`` view; see
+  :mod:`rs3l.training.augment`). A jet gives an item when it has n distinct
+  (row, view name) choices; a name with transforms may be drawn repeatedly (each draw
+  is a new random transform), a plain one once per row. Batch keys: ``x1, mask1, ...,
+  xn, maskn, label, jet_id``.
 * ``jets`` (fine-tuning, evaluation): one item = one row whose view is in ``views``.
   Batch keys: ``x, mask, label, jet_id, view`` (``view`` indexes ``views``).
 
@@ -37,6 +42,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from rs3l import schema
+from rs3l.training import augment
 from rs3l.data.manifest import SPLITS, read_manifest, shard_paths  # noqa: F401 - re-exported
 from rs3l.seeds import rng
 
@@ -167,6 +173,12 @@ def _view_rows(table: pa.Table, views: list[str], exclude_labels: tuple[int, ...
     return np.flatnonzero(keep.to_numpy(zero_copy_only=False))
 
 
+def _view_index(table: pa.Table, views: list[str]) -> np.ndarray:
+    """Index into ``views`` of each row's view (-1: not among them)."""
+    idx = pc.index_in(table.column("view"), value_set=pa.array(views, pa.string())).fill_null(-1)
+    return idx.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
 def draw_pairs(jet_id: np.ndarray, rows: np.ndarray, generator: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Two distinct random rows per jet among ``rows`` (whose jets are contiguous).
 
@@ -183,13 +195,50 @@ def draw_pairs(jet_id: np.ndarray, rows: np.ndarray, generator: np.random.Genera
     return rows[starts + i], rows[starts + j]
 
 
-def _count_unit(pf: pq.ParquetFile, group: int, mode: str, views: list[str], exclude_labels: tuple[int, ...] = ()) -> int:
+def _slots(row_view: np.ndarray, spec_base: np.ndarray, stochastic: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (row, view name) choices: positions into the eligible rows and view-name index of each.
+
+    ``row_view``: base-view index of each eligible row; ``spec_base``/``stochastic``: per view
+    name, its base-view index and whether it has transforms (then it is offered n times per row).
+    """
+    pos, spec = [], []
+    for s, (base, many) in enumerate(zip(spec_base, stochastic)):
+        r = np.repeat(np.flatnonzero(row_view == base), n if many else 1)
+        pos.append(r)
+        spec.append(np.full(len(r), s, np.int64))
+    return np.concatenate(pos), np.concatenate(spec)
+
+
+def draw_views(jet_id: np.ndarray, rows: np.ndarray, row_view: np.ndarray, spec_base: np.ndarray,
+               stochastic: np.ndarray, n: int, generator: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """n distinct random (row, view name) choices per jet among ``rows`` (whose jets are contiguous).
+
+    Jets with fewer than n choices are skipped. Returns row indices and view-name indices,
+    both (n, jets).
+    """
+    starts, counts = _runs(jet_id[rows])
+    group = np.repeat(np.arange(len(starts)), counts)
+    pos, spec = _slots(row_view, spec_base, stochastic, n)
+    order = np.lexsort((generator.random(len(pos)), group[pos]))  # random order inside each jet
+    pos, spec = pos[order], spec[order]
+    per_jet = np.bincount(group[pos], minlength=len(starts))
+    first = (np.cumsum(per_jet) - per_jet)[per_jet >= n]
+    take = first[None, :] + np.arange(n)[:, None]
+    return rows[pos[take]], spec[take]
+
+
+def _count_unit(pf: pq.ParquetFile, group: int, mode: str, views: list[str], spec_base: np.ndarray | None = None,
+                stochastic: np.ndarray | None = None, n: int = 2, exclude_labels: tuple[int, ...] = ()) -> int:
+    """Items in one row group: rows (jets mode) or jets with at least n view choices (pairs mode)."""
     t = pf.read_row_group(group, columns=["jet_id", "view"] + (["label"] if exclude_labels else []))
     rows = _view_rows(t, views, exclude_labels)
     if mode == "jets":
         return len(rows)
-    _, counts = _runs(t.column("jet_id").to_numpy()[rows])
-    return int((counts >= 2).sum())
+    row_view = _view_index(t, views)
+    starts, counts = _runs(t.column("jet_id").to_numpy()[rows])
+    pos, _ = _slots(row_view[rows], spec_base, stochastic, n)
+    per_jet = np.bincount(np.repeat(np.arange(len(starts)), counts)[pos], minlength=len(starts))
+    return int((per_jet >= n).sum())
 
 
 def _trim(quota: np.ndarray, target: int) -> np.ndarray:
@@ -214,16 +263,20 @@ class JetDataset(IterableDataset):
     ``max_constituents``; ``batch_size``; ``mode`` ('pairs' or 'jets'); ``views`` (the
     views drawn from); ``shuffle`` (per-epoch unit order, pair draw and buffer shuffle);
     ``drop_last`` (only full batches; then every DDP rank gets the same number);
+    ``views_per_jet`` (views per item in pairs mode); ``augmentations`` (parameters of the
+    hand-crafted transforms, ``pretrain.augmentations``);
     ``shuffle_buffer`` (jets); ``seed`` (master seed); ``stream`` (name of the random
     stream, e.g. 'pretrain'); ``max_items_per_epoch`` (0 = all); ``rank``/``world_size``
-    (default: from torch.distributed); ``exclude_labels`` (label indices never read). Use with ``DataLoader(ds, batch_size=None)``;
+    (default: from torch.distributed); ``exclude_labels`` (label indices never read).
+    Use with ``DataLoader(ds, batch_size=None)``;
     call :meth:`set_epoch` before each epoch (the :class:`SetEpoch` callback does).
     """
 
     def __init__(self, data_dir, split: str, features: list[str], max_constituents: int, batch_size: int,
                  mode: str = "pairs", views: list[str] | None = None, shuffle: bool = True, drop_last: bool = True,
                  shuffle_buffer: int = 4096, seed: int = 0, stream: str = "pretrain", max_items_per_epoch: int = 0,
-                 rank: int | None = None, world_size: int | None = None, exclude_labels: tuple[int, ...] = ()):
+                 rank: int | None = None, world_size: int | None = None, views_per_jet: int = 2,
+                 augmentations: dict | None = None, exclude_labels: tuple[int, ...] = ()):
         super().__init__()
         self.exclude_labels = tuple(int(c) for c in exclude_labels)
         if mode not in MODES:
@@ -232,10 +285,24 @@ class JetDataset(IterableDataset):
         self.data_dir, self.split, self.mode = Path(data_dir), split, mode
         self.manifest = read_manifest(data_dir)
         self.views = list(views or self.manifest["views"])
-        check_views(self.views, self.manifest, "the requested views")
-        if mode == "pairs" and len(self.views) < 2:
-            raise ValueError(f"pairs of views need at least 2 views; got {self.views}")
+        self.views_per_jet, self.augment = int(views_per_jet), dict(augmentations or {})
+        # pairs mode: view names -> stored (base) views and transforms
+        specs = [augment.parse_view(v) for v in self.views] if mode == "pairs" else [(v, ()) for v in self.views]
+        self.base_views = list(dict.fromkeys(b for b, _ in specs))
+        self.transforms = [t for _, t in specs]
+        self.spec_base = np.array([self.base_views.index(b) for b, _ in specs], np.int64)
+        self.stochastic = np.array([bool(t) for t in self.transforms])
+        check_views(self.base_views, self.manifest, "the requested views")
+        if mode == "pairs" and self.views_per_jet < 2:
+            raise ValueError(f"views_per_jet must be at least 2; got {self.views_per_jet}")
+        if mode == "pairs" and len(self.views) < self.views_per_jet and not self.stochastic.any():
+            raise ValueError(f"{self.views_per_jet} views per jet need at least {self.views_per_jet} views "
+                             f"(or a hand-crafted augmentation); got {self.views}")
         self.features, self.max_constituents, self.batch_size = list(features), max_constituents, batch_size
+        # what is read: the features, plus the kinematics (and jet η) the transforms need
+        self.columns = list(self.features)
+        if self.stochastic.any():
+            self.columns += [c for c in augment.KINEMATIC_FEATURES if c not in self.columns] + [augment.JET_ETA]
         self.shuffle, self.drop_last, self.shuffle_buffer = shuffle, drop_last, max(shuffle_buffer, batch_size)
         self.seed, self.stream, self.max_items_per_epoch = seed, stream, max_items_per_epoch
         self.rank, self.world_size = rank, world_size
@@ -248,7 +315,8 @@ class JetDataset(IterableDataset):
             pf = open_shard(path)
             for g in range(pf.metadata.num_row_groups):
                 self.units.append((s, g))
-                self.unit_items.append(_count_unit(pf, g, mode, self.views, self.exclude_labels))
+                self.unit_items.append(_count_unit(pf, g, mode, self.base_views, self.spec_base, self.stochastic,
+                                                   self.views_per_jet, self.exclude_labels))
         self.unit_items = np.array(self.unit_items, np.int64)
         self._files: dict[int, pq.ParquetFile] = {}
 
@@ -331,19 +399,36 @@ class JetDataset(IterableDataset):
 
     def read_unit(self, u: int, generator: np.random.Generator) -> dict:
         """One row group -> a buffer chunk: compact constituents of the rows used, and per item
-        (pair or row, in file order) ``label``, ``jet_id`` and row references into the chunk
-        (``r1``, ``r2`` for pairs; ``r`` and ``view`` for jets)."""
+        (views of a jet or row, in file order) ``label``, ``jet_id`` and row references into the
+        chunk (``r1`` ... ``rn`` and view-name indices ``s1`` ... ``sn`` for pairs; ``r`` and
+        ``view`` for jets)."""
         s, g = self.units[u]
-        t = self._file(s).read_row_group(g, columns=["jet_id", "view", "label"] + self.features)
-        rows = _view_rows(t, self.views, self.exclude_labels)
+        stored = [c for c in self.columns if c != augment.JET_ETA]
+        extra = ["eta"] if augment.JET_ETA in self.columns else []
+        t = self._file(s).read_row_group(g, columns=["jet_id", "view", "label"] + extra + stored)
+        rows = _view_rows(t, self.base_views, self.exclude_labels)
         jet_id = t.column("jet_id").to_numpy()
         label = t.column("label").to_numpy().astype(np.int64)
         if self.mode == "pairs":
-            a, b = draw_pairs(jet_id, rows, generator)
-            n = len(a)
-            values, offsets = compact_particles(t, self.features, self.max_constituents, np.concatenate([a, b]))
-            return {"values": values, "offsets": offsets, "n": n, "label": label[a], "jet_id": jet_id[a],
-                    "r1": np.arange(n), "r2": np.arange(n, 2 * n)}
+            row_view = _view_index(t, self.base_views)
+            if self.views_per_jet == 2 and not self.stochastic.any():
+                # plain pairs: the original draw (the same pairs as before multi-view batches)
+                picks = np.stack(draw_pairs(jet_id, rows, generator))
+                spec_of_base = np.zeros(len(self.base_views), np.int64)
+                spec_of_base[self.spec_base] = np.arange(len(self.spec_base))
+                specs = spec_of_base[row_view[picks]]
+            else:
+                picks, specs = draw_views(jet_id, rows, row_view[rows], self.spec_base, self.stochastic,
+                                          self.views_per_jet, generator)
+            n = picks.shape[1]
+            values, offsets = compact_particles(t, stored, self.max_constituents, picks.reshape(-1))
+            if extra:  # the jet's eta as one more column per constituent
+                eta = t.column("eta").to_numpy().astype(np.float32)[picks.reshape(-1)]
+                values = np.concatenate([values, np.repeat(eta, np.diff(offsets))[:, None]], axis=1)
+            chunk = {"values": values, "offsets": offsets, "n": n, "label": label[picks[0]], "jet_id": jet_id[picks[0]]}
+            for k in range(len(picks)):
+                chunk[f"r{k + 1}"], chunk[f"s{k + 1}"] = np.arange(k * n, (k + 1) * n), specs[k]
+            return chunk
         values, offsets = compact_particles(t, self.features, self.max_constituents, rows)
         view = pc.index_in(t.column("view"), value_set=pa.array(self.views, pa.string())).to_numpy(zero_copy_only=False)
         return {"values": values, "offsets": offsets, "n": len(rows), "label": label[rows], "jet_id": jet_id[rows],
@@ -356,6 +441,8 @@ class JetDataset(IterableDataset):
         slot = rank * n_workers + worker
         units, quota = assigned[slot], quotas[slot]
         gen = rng(self.seed, f"{self.stream}-shuffle", self.split, self.epoch, rank, worker)
+        # hand-crafted transforms: their own stream, so the draw of views does not depend on them
+        self._augment_rng = rng(self.seed, f"{self.stream}-augment", self.split, self.epoch, rank, worker)
         emitted = 0
         for batch in self._batches(units, gen):
             if quota is not None and emitted >= quota:
@@ -401,7 +488,16 @@ class JetDataset(IterableDataset):
                 yield self._assemble(chunks, pool_c[start:start + B], pool_i[start:start + B])
 
     def _refs(self) -> tuple[str, ...]:
-        return ("r1", "r2") if self.mode == "pairs" else ("r",)
+        return tuple(f"r{k + 1}" for k in range(self.views_per_jet)) if self.mode == "pairs" else ("r",)
+
+    def _transform(self, x: np.ndarray, mask: np.ndarray, spec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Apply each item's hand-crafted transforms (``spec``: view-name index per item) in place."""
+        for s in np.flatnonzero(self.stochastic):
+            at = np.flatnonzero(spec == s)
+            if len(at):
+                gen = getattr(self, "_augment_rng", None) or rng(self.seed, f"{self.stream}-augment", self.split)
+                x[at], mask[at] = augment.apply(self.transforms[s], x[at], mask[at], self.columns, gen, self.augment)
+        return x, mask
 
     def _consolidate(self, chunks: dict, cids: np.ndarray, items: np.ndarray) -> dict:
         """One chunk holding just the given items and the constituents of their rows.
@@ -421,10 +517,10 @@ class JetDataset(IterableDataset):
             for k, r in enumerate(refs):
                 ref_rows[r].append(n_rows + k * len(idx) + np.arange(len(idx)))
             n_rows += len(refs) * len(idx)
-            for key in ("label", "jet_id", "view"):
+            for key in ("label", "jet_id", "view", *(f"s{k + 1}" for k in range(len(refs)))):
                 if key in ch:
                     meta.setdefault(key, []).append(ch[key][idx])
-        no_values = np.zeros((0, len(self.features)), np.float32)
+        no_values = np.zeros((0, len(self.columns)), np.float32)
         out = {"n": len(items), "values": np.concatenate(values) if values else no_values,
                "offsets": np.concatenate(offsets)}
         out.update({r: np.concatenate(v) if v else np.zeros(0, np.int64) for r, v in ref_rows.items()})
@@ -433,21 +529,26 @@ class JetDataset(IterableDataset):
 
     def _assemble(self, chunks: dict, cids: np.ndarray, items: np.ndarray) -> dict:
         """One batch (dict of tensors) from items of several buffer chunks."""
-        n, P, F = len(cids), self.max_constituents, len(self.features)
+        n, P, F = len(cids), self.max_constituents, len(self.columns)
         refs = self._refs()
         padded = {r: (np.zeros((n, P, F), np.float32), np.zeros((n, P), bool)) for r in refs}
         label, jet_id, view = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+        spec = {r: np.zeros(n, np.int64) for r in refs}
         for c in np.unique(cids):
             at = np.flatnonzero(cids == c)
             ch, idx = chunks[int(c)], items[at]
-            for r in refs:
+            for k, r in enumerate(refs):
                 pad(ch["values"], ch["offsets"], ch[r][idx], P, out=padded[r], at=at)
+                if f"s{k + 1}" in ch:
+                    spec[r][at] = ch[f"s{k + 1}"][idx]
             label[at], jet_id[at] = ch["label"][idx], ch["jet_id"][idx]
             if "view" in ch:
                 view[at] = ch["view"][idx]
         if self.mode == "pairs":
-            out = {"x1": padded["r1"][0], "mask1": padded["r1"][1], "x2": padded["r2"][0], "mask2": padded["r2"][1],
-                   "label": label, "jet_id": jet_id}
+            out = {"label": label, "jet_id": jet_id}
+            for k, r in enumerate(refs):
+                x, mask = self._transform(*padded[r], spec[r])
+                out[f"x{k + 1}"], out[f"mask{k + 1}"] = x[:, :, :len(self.features)], mask
         else:
             out = {"x": padded["r"][0], "mask": padded["r"][1], "label": label, "jet_id": jet_id, "view": view}
         return {k: torch.from_numpy(v) for k, v in out.items()}
@@ -466,7 +567,8 @@ def dataset_from_config(cfg: dict, data_dir, split: str, mode: str, views: list[
         data_dir, split, features=t["features"], max_constituents=t["max_constituents"], batch_size=t["batch_size"],
         mode=mode, views=views, shuffle=train, drop_last=train, shuffle_buffer=t["shuffle_buffer"], seed=cfg["seed"],
         stream=stream, max_items_per_epoch=cfg["pretrain"]["max_jets_per_epoch"] if (train and stream == "pretrain") else 0,
-        rank=rank, world_size=world_size, exclude_labels=excluded)
+        rank=rank, world_size=world_size, views_per_jet=cfg["pretrain"]["views_per_jet"],
+        augmentations=cfg["pretrain"]["augmentations"], exclude_labels=excluded)
 
 
 class SetEpoch(L.Callback):
@@ -506,7 +608,8 @@ class JetDataModule(L.LightningDataModule):
         check_features(cfg["training"]["features"])
         if views is None:
             views = cfg["pretrain"]["augment_views"] if mode == "pairs" else self.manifest["views"]
-        check_views(views, self.manifest, "pretrain.augment_views" if mode == "pairs" else "views")
+        check_views(augment.base_views(views) if mode == "pairs" else views, self.manifest,
+                    "pretrain.augment_views" if mode == "pairs" else "views")
         self.views = list(views)
         self.train_set: JetDataset | None = None
         self.val_set: JetDataset | None = None

@@ -1,4 +1,8 @@
-"""``rs3l pretrain``: contrastive pre-training of an encoder on pairs of views (Lightning).
+"""``rs3l pretrain``: self-supervised pre-training of an encoder on views of jets (Lightning).
+
+Objectives: NT-Xent or VICReg on n = ``pretrain.views_per_jet`` views per jet, or JEPA
+(EMA target encoder); views are re-simulated, hand-crafted (``jetclr``, ...) or both
+(``seed+jetclr``), see :mod:`rs3l.training.data` and :mod:`rs3l.training.augment`.
 
 Reads:  ``<data>/manifest.json``, ``<data>/{train,val}/part-*.parquet`` (``rs3l merge``).
 Writes: ``<out-dir>/last.ckpt`` (Lightning checkpoint after every epoch; a rerun resumes
@@ -31,6 +35,7 @@ from rs3l.config import config_hash
 from rs3l.models.classifier import safe_load
 from rs3l.models.method import ContrastiveMethod
 from rs3l.seeds import derive_seed
+from rs3l.training.augment import base_views
 from rs3l.training.data import (JetDataModule, SetEpoch, check_classes, check_features, check_views, load_arrays,
                                 open_shard, read_manifest, shard_paths)
 
@@ -210,7 +215,7 @@ def check_inputs(cfg: dict, data_dir: Path) -> dict:
     manifest = read_manifest(data_dir)
     check_features(cfg["training"]["features"])
     check_classes(cfg["classes"], manifest)
-    check_views(cfg["pretrain"]["augment_views"], manifest, "pretrain.augment_views")
+    check_views(base_views(cfg["pretrain"]["augment_views"]), manifest, "pretrain.augment_views")
     for split in ("train", "val"):
         if split == "train" or manifest["splits"].get(split, {}).get("shards"):
             for path in shard_paths(data_dir, split, manifest):
@@ -334,6 +339,8 @@ def _train(cfg: dict, data_dir: Path, out_dir: Path, key: str, resume_from: Path
                                  *(callbacks or [])],
         enable_progress_bar=True, enable_model_summary=_global_rank() == 0, log_every_n_steps=10,
         num_sanity_val_steps=0)
+    log.info("training process: global rank %d of world size %d (%s)", trainer.global_rank, trainer.world_size,
+             type(trainer.strategy).__name__)
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     if not trainer.is_global_zero or _global_rank() != 0:
         return {"skipped": False, "epochs": cfg["pretrain"]["epochs"]}
@@ -345,7 +352,7 @@ def _train(cfg: dict, data_dir: Path, out_dir: Path, key: str, resume_from: Path
         model.encoder.load_state_dict(best_cb.best_state)
     save_encoder(out_dir / ENCODER, model.encoder, cfg, manifest.get("content_hash"))
     trained = int(trainer.current_epoch)  # epochs completed (after fit, current_epoch counts them)
-    stopping_point = {"best_epoch": best_cb.best_epoch, "best_val_loss": best_cb.best_loss,
+    stopping_point = {"world_size": trainer.world_size, "best_epoch": best_cb.best_epoch, "best_val_loss": best_cb.best_loss,
                       "epochs_trained": trained,
                       "early_stopped": bool(stopping and stopping[0].stopped_epoch > 0),
                       # converged: the val loss stopped improving (patience ran out) before the epoch budget
@@ -354,7 +361,7 @@ def _train(cfg: dict, data_dir: Path, out_dir: Path, key: str, resume_from: Path
                "history": metrics_cb.history, **stopping_point, "resume_key": key}
     if manifest["splits"].get("val", {}).get("shards"):
         probe = load_arrays(data_dir, "val", t["features"], t["max_constituents"],
-                            views=[cfg["pretrain"]["augment_views"][0]], max_jets=cfg["pretrain"]["probe_jets"],
+                            views=base_views(cfg["pretrain"]["augment_views"])[:1], max_jets=cfg["pretrain"]["probe_jets"],
                             seed=derive_seed(cfg["seed"], "pretrain-probe"))
         z = embed(model.encoder, probe["x"], probe["mask"])
         from rs3l.models.objectives import knn_accuracy
