@@ -151,7 +151,7 @@ def job_counts(cfg: dict) -> dict[str, int]:
     splits = {f"split_lhe_{p}": 1 for p in chunks if is_lhe(cfg["processes"][p])}
     return {"tracking_init": 1, **({"generate": generated} if generated else {}), **splits, "resimulate": units,
             "merge_part": len(merge_parts(cfg)), "merge": 1, "export_root": 1, "pretrain": 1,
-            "finetune": arms, "probe": 1, "report": 1, "all": 1}
+            "finetune": arms, "probe": 1, "science": 1, "report": 1, "all": 1}
 
 
 def plan(cfg: dict, profile_path: Path | None = None, rules_dir: Path | None = None) -> dict:
