@@ -12,6 +12,7 @@ import copy
 import functools
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from importlib import resources
@@ -21,6 +22,8 @@ import jsonschema
 import yaml
 
 from rs3l.physics import ALGORITHM_VERSION, detector
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "config/config.yaml"
 # Settings a `parton`-intervention view may change: the shower is shared, so only
@@ -150,9 +153,10 @@ def check(cfg: dict) -> None:
                 if c not in classes:
                     raise ConfigError(f"finetune.tasks.{tname}.{side}: unknown class '{c}'; classes: {', '.join(classes)}")
                 if c in cfg["pretrain"]["exclude_classes"]:
-                    raise ConfigError(f"finetune.tasks.{tname}.{side}: class '{c}' is held out of pre-training "
-                                      f"(pretrain.exclude_classes) and must stay out of fine-tuning too; remove it "
-                                      f"from the task or from pretrain.exclude_classes")
+                    # a warning, not an error: probe-only grids (ablation) keep such tasks for the frozen probes
+                    log.warning("finetune.tasks.%s.%s: class '%s' is held out of pre-training (pretrain.exclude_classes) "
+                                "but labelled in this task: fine-tuned arms of it see the class, and its anomaly score "
+                                "in rs3l science is then no longer that of an unseen class", tname, side, c)
             if not set(task[side]) & made:
                 raise ConfigError(f"finetune.tasks.{tname}.{side}: none of {task[side]} is produced by the simulated "
                                   f"processes {sim['processes']} (they produce {', '.join(sorted(made))})")
