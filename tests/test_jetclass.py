@@ -104,11 +104,12 @@ def test_export_has_jetclass_names_types_labels_and_values(dataset, suffix):
     result = export_jetclass(dataset["cfg"], dataset["data"], "train", out)
     if suffix == ".root":
         tree = uproot.open(out)["tree"]
-        assert set(tree.keys()) == set(PARTICLE_TYPES) | set(JET_TYPES) | set(LABELS) | {"n_part"}  # n_part: uproot's counter
+        # JetClass's branches in its order; n_part: uproot's counter of the particle lists
+        assert tree.keys() == ["n_part", *PARTICLE_TYPES, *LABELS, *JET_TYPES]
         arr = tree.arrays(library="ak")
     else:
         arr = ak.from_parquet(out)
-        assert set(arr.fields) == set(PARTICLE_TYPES) | set(JET_TYPES) | set(LABELS)
+        assert arr.fields == [*PARTICLE_TYPES, *LABELS, *JET_TYPES]
     for b, dt in PARTICLE_TYPES.items():
         assert ak.to_numpy(ak.flatten(arr[b])).dtype == dt, b
     for b, dt in {**JET_TYPES, **LABEL_TYPES}.items():
@@ -235,3 +236,19 @@ def test_weaver_trains_particlenet_on_the_export_with_the_unmodified_jetclass_co
     np.testing.assert_allclose(scores.sum(axis=1), 1, rtol=1e-5)  # softmax over the ten JetClass classes
     for b in LABELS:  # weaver's truth columns are the labels we wrote
         np.testing.assert_array_equal(pred[b].astype(bool), ak.to_numpy(exported[b]).astype(bool), b)
+
+
+def test_cli_writes_the_export_and_reports_errors(dataset, tmp_path, capsys):
+    """`rs3l export-jetclass` end to end; an unknown view exits 2 with the error and leaves no file."""
+    import yaml
+
+    from rs3l import cli
+
+    cfg_path = tmp_path / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump(dataset["cfg"]))
+    args = ["export-jetclass", "--config", str(cfg_path), "--data", str(dataset["data"]), "--split", "val"]
+    assert cli.main([*args, "--out", str(tmp_path / "val.root")]) == 0
+    assert uproot.open(tmp_path / "val.root")["tree"].num_entries == 100
+    assert cli.main([*args, "--view", "vincia", "--out", str(tmp_path / "bad.root")]) == 2
+    assert "view 'vincia' is not in the data" in capsys.readouterr().err
+    assert not (tmp_path / "bad.root").exists()

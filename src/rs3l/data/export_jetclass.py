@@ -96,13 +96,13 @@ def jetclass_columns(t: pa.Table, view: str, codes: np.ndarray) -> tuple[dict, d
     n_dropped = int((code < 0).sum())
     t = t.filter(pa.array(code >= 0))
     code = code[code >= 0]
-    jets = {b: t.column(c).to_numpy().astype(np.float32) for b, c in JET_BRANCHES.items()}
+    # labels, then jet scalars: the JetClass files' order
+    jets = {f"label_{name}": (code == i).astype(LABEL_TYPES[name]) for i, name in enumerate(LABELS)}
+    jets.update({b: t.column(c).to_numpy().astype(np.float32) for b, c in JET_BRANCHES.items()})
     counts = t.column("n_constituents").to_numpy().astype(np.int64)
     parts = {b: t.column(c).combine_chunks().flatten().to_numpy().astype(dt) for b, (c, dt) in PARTICLE_BRANCHES.items()}
     # JetClass flips delta-eta for jets in the backward half (eta < 0)
     parts["part_deta"] *= np.repeat(np.where(jets["jet_eta"] < 0, -1, 1), counts).astype(np.float32)
-    for i, name in enumerate(LABELS):
-        jets[f"label_{name}"] = (code == i).astype(LABEL_TYPES[name])
     return jets, parts, counts, n_dropped
 
 
@@ -134,7 +134,7 @@ def export_jetclass(cfg: dict, data_dir: str | Path, split: str, out: str | Path
             yield jets, parts, counts
 
     if out.suffix == ".root":
-        n = write_tree(out, TREE, ({**jets, "part": ak.zip({b[len("part_"):]: ak.unflatten(v, counts) for b, v in parts.items()})}
+        n = write_tree(out, TREE, ({"part": ak.zip({b[len("part_"):]: ak.unflatten(v, counts) for b, v in parts.items()}), **jets}
                                    for jets, parts, counts in batches()))
     else:
         n = _write_parquet(out, batches())
@@ -149,8 +149,8 @@ def _write_parquet(out: Path, batches) -> int:
     awkward (weaver) reads plain numbers, not option types."""
     fields = [pa.field(b, pa.list_(pa.field("item", pa.from_numpy_dtype(dt), nullable=False)), nullable=False)
               for b, (_, dt) in PARTICLE_BRANCHES.items()]
-    fields += [pa.field(b, pa.float32(), nullable=False) for b in JET_BRANCHES]
     fields += [pa.field(f"label_{k}", pa.from_numpy_dtype(np.dtype(LABEL_TYPES[k])), nullable=False) for k in LABELS]
+    fields += [pa.field(b, pa.float32(), nullable=False) for b in JET_BRANCHES]
     sch = pa.schema(fields, metadata={"rs3l.format": "JetClass", "rs3l.schema_version": str(schema.SCHEMA_VERSION)})
     n = 0
     with atomic_path(out) as tmp:
