@@ -166,6 +166,24 @@ def test_export_other_view_and_bad_requests(dataset, tmp_path):
     assert not list(tmp_path.glob("x*")) and not list(tmp_path.glob(".x*"))
 
 
+def test_export_of_a_real_merge_leaves_out_jets_missing_in_the_view(tmp_path):
+    """Fragments through `rs3l merge` (missing views kept): each jet with a nominal row once, no other."""
+    from fragments import make_fragments
+    from rs3l.data.merge import merge
+
+    views = ["nominal", "seed", "fsr_up"]
+    cfg = make_config(tmp_path / "r", views=views, simulation={"views": views, "processes": ["q", "top"], "chunks": 2},
+                      merge={"shard_size": 25, "row_group_size": 5})
+    merge(cfg, make_fragments(cfg, tmp_path / "fragments", events=20, missing=0.3), tmp_path / "data")
+    for split in ("train", "test"):
+        rows = pa.concat_tables(pq.read_table(p) for p in sorted((tmp_path / "data" / split).glob("*.parquet")))
+        nominal = rows.filter(pc.equal(rows.column("view"), "nominal"))
+        assert 0 < nominal.num_rows < len(np.unique(rows.column("jet_id").to_numpy()))  # some jets lack nominal
+        out = tmp_path / f"{split}.parquet"
+        assert export_jetclass(cfg, tmp_path / "data", split, out)["jets"] == nominal.num_rows
+        np.testing.assert_array_equal(ak.to_numpy(ak.from_parquet(out).jet_pt), nominal.column("pt").to_numpy())
+
+
 def test_class_without_jetclass_label_is_refused_or_dropped(tmp_path):
     """'zprime' has no JetClass counterpart: an error naming it, or (unmapped: drop) its jets left out."""
     classes = ["q", "top", "zprime"]

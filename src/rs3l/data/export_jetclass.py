@@ -131,7 +131,8 @@ def export_jetclass(cfg: dict, data_dir: str | Path, split: str, out: str | Path
             jets, parts, counts, dropped = jetclass_columns(t, view, codes)
             n_dropped += dropped
             counts_by_label[:] += [int(jets[f"label_{n}"].sum()) for n in LABELS]
-            yield jets, parts, counts
+            if len(counts):  # a row group whose jets all miss the view adds nothing
+                yield jets, parts, counts
 
     if out.suffix == ".root":
         n = write_tree(out, TREE, ({"part": ak.zip({b[len("part_"):]: ak.unflatten(v, counts) for b, v in parts.items()}), **jets}
