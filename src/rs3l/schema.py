@@ -47,7 +47,7 @@ JET_COLUMNS = [
     ("n_constituents", pa.int32(), "", "number of reconstructed constituents"),
 ]
 PARTICLE_COLUMNS = [
-    ("part_deta", "", "eta(particle) - eta(jet)"),
+    ("part_deta", "", "eta(particle) - eta(jet) (export-jetclass flips it for eta(jet) < 0, as JetClass does)"),
     ("part_dphi", "rad", "phi(particle) - phi(jet), wrapped to [-pi, pi)"),
     ("part_log_pt", "log GeV", "log pt"),
     ("part_log_e", "log GeV", "log energy"),
