@@ -83,12 +83,16 @@ def _view_table(jets: dict, view: str, replica: int, jet_id: np.ndarray, split: 
     heavy = np.isin(np.array(classes)[jets["label"]], ["b", "c", "top", "zbb", "hbb", "hcc"])[jet]
     d0 = np.where(charge != 0, rng.normal(0, 0.02 + 0.2 * heavy, m), 0.0)
     dz = np.where(charge != 0, rng.normal(0, 0.05 + 0.2 * heavy, m), 0.0)
+    # resolutions as the detector's defaults give them (mm; 0 for neutrals)
+    d0err = np.where(charge != 0, np.hypot(0.010, 0.035 / pt), 0.0)
+    dzerr = np.where(charge != 0, np.hypot(0.030, 0.045 / pt), 0.0)
     part = {
         "part_deta": deta, "part_dphi": dphi, "part_log_pt": np.log(pt), "part_log_e": np.log(energy),
         "part_log_pt_rel": np.log(pt / jet_pt[jet]), "part_log_e_rel": np.log(energy / sums["e"][jet]),
         "part_delta_r": np.hypot(deta, dphi), "part_charge": charge, "part_d0": d0, "part_dz": dz,
         "part_is_electron": kind == 0, "part_is_muon": kind == 1, "part_is_photon": kind == 2,
         "part_is_charged_hadron": kind == 3, "part_is_neutral_hadron": kind == 4,
+        "part_px": px, "part_py": py, "part_pz": pz, "part_energy": energy, "part_d0err": d0err, "part_dzerr": dzerr,
     }
     label = jets["label"]
     cols = {
@@ -97,11 +101,12 @@ def _view_table(jets: dict, view: str, replica: int, jet_id: np.ndarray, split: 
         "intervention": np.full(n, "hard"), "settings_hash": np.full(n, hashlib.sha256(view.encode()).hexdigest()[:12]),
         "view_parameter": param,
         "label": label.astype(np.int16), "label_name": np.array(classes)[label],
-        "pt": jet_pt, "eta": jets["eta"], "phi": jets["phi"], "mass": jet_mass, "soft_drop_mass": 0.9 * jet_mass,
+        "pt": jet_pt, "eta": jets["eta"], "phi": jets["phi"], "energy": sums["e"], "mass": jet_mass, "soft_drop_mass": 0.9 * jet_mass,
         "tau1": 0.3 / jets["prongs"] + 0.01 * rng.random(n), "tau2": 0.2 / jets["prongs"] + 0.01 * rng.random(n),
         "tau3": 0.1 / jets["prongs"] + 0.01 * rng.random(n), "n_constituents": count.astype(np.int32),
         "jet_id": jet_id, "split": np.full(n, split),
     }
+    cols["tau4"] = 0.5 * cols["tau3"]  # no draw of its own: the random streams stay those of schema version 1
     sch = schema.merged_schema()
     arrays = []
     for field in sch:

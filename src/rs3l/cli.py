@@ -61,6 +61,13 @@ def _export_root(p):
     p.add_argument("--out", required=True, help="output ROOT file with TTree `jets`")
 
 
+def _export_jetclass(p):
+    p.add_argument("--data", required=True, help="merged data folder (with manifest.json)")
+    p.add_argument("--split", default="test", help="split to export (default: %(default)s)")
+    p.add_argument("--out", required=True, help="output file: .root (TTree `tree`) or .parquet, chosen by the extension")
+    p.add_argument("--view", default=None, help="view whose jets are exported, replica 0 (default: config jetclass.view)")
+
+
 def _tracking_init(p):
     pass
 
@@ -152,6 +159,8 @@ COMMANDS = {
     "resimulate": ("rs3l.physics.resimulate:main", "re-simulate one view of an LHE file: shower, hadronization, detector, jets -> Parquet", _resimulate),
     "merge": ("rs3l.data.merge:main", "align the views of each jet into train/val/test Parquet shards + manifest.json", _merge),
     "export-root": ("rs3l.data.export_root:main", "write merged shards as a ROOT TTree (uproot)", _export_root),
+    "export-jetclass": ("rs3l.data.export_jetclass:main", "write the jets of one split and view in the JetClass format "
+                        "(.root or .parquet) that weaver-core's JetClass data configurations read", _export_jetclass),
     "tracking-init": ("rs3l.tracking:main", "create the MLflow store, experiment and the workflow's parent run", _tracking_init),
     "pretrain": ("rs3l.training.pretrain:main", "contrastive pre-training of an encoder on view pairs (Lightning)", _pretrain),
     "finetune": ("rs3l.training.finetune:main", "fine-tune a pre-trained encoder (or train from scratch) on a labelled task, by optimiser steps with early stopping", _finetune),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+#: 2: four-momenta and impact-parameter resolutions per constituent, jet energy and tau_4; view_parameter
 SCHEMA_VERSION = 2
 
 #: (name, arrow type, unit, meaning)
@@ -38,15 +39,17 @@ JET_COLUMNS = [
     ("pt", pa.float32(), "GeV", "jet transverse momentum"),
     ("eta", pa.float32(), "", "jet pseudorapidity"),
     ("phi", pa.float32(), "rad", "jet azimuth"),
+    ("energy", pa.float32(), "GeV", "jet energy"),
     ("mass", pa.float32(), "GeV", "jet invariant mass"),
     ("soft_drop_mass", pa.float32(), "GeV", "groomed mass (soft drop, beta and zcut from config)"),
     ("tau1", pa.float32(), "", "N-subjettiness tau_1 (beta=1, normalised by sum pT * R, winner-take-all kT axes)"),
     ("tau2", pa.float32(), "", "N-subjettiness tau_2"),
     ("tau3", pa.float32(), "", "N-subjettiness tau_3"),
+    ("tau4", pa.float32(), "", "N-subjettiness tau_4"),
     ("n_constituents", pa.int32(), "", "number of reconstructed constituents"),
 ]
 PARTICLE_COLUMNS = [
-    ("part_deta", "", "eta(particle) - eta(jet)"),
+    ("part_deta", "", "eta(particle) - eta(jet) (export-jetclass flips it for eta(jet) < 0, as JetClass does)"),
     ("part_dphi", "rad", "phi(particle) - phi(jet), wrapped to [-pi, pi)"),
     ("part_log_pt", "log GeV", "log pt"),
     ("part_log_e", "log GeV", "log energy"),
@@ -61,6 +64,12 @@ PARTICLE_COLUMNS = [
     ("part_is_photon", "", "1 if ECAL neutral cluster"),
     ("part_is_charged_hadron", "", "1 if charged track not identified as lepton"),
     ("part_is_neutral_hadron", "", "1 if HCAL neutral cluster"),
+    ("part_px", "GeV", "momentum x component"),
+    ("part_py", "GeV", "momentum y component"),
+    ("part_pz", "GeV", "momentum z component"),
+    ("part_energy", "GeV", "energy"),
+    ("part_d0err", "mm", "resolution of part_d0 (the smearing width of the track; 0 for neutrals)"),
+    ("part_dzerr", "mm", "resolution of part_dz (the smearing width of the track; 0 for neutrals)"),
 ]
 PARTICLE_FEATURES = [name for name, _, _ in PARTICLE_COLUMNS]
 MERGED_EXTRA_COLUMNS = [

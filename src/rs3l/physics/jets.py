@@ -173,14 +173,14 @@ def match(jets: dict, truth: dict, radius: float) -> tuple[np.ndarray, np.ndarra
 
 
 def substructure(cands: dict, jets: dict, sel: np.ndarray, jet_cfg: dict) -> dict:
-    """Soft-drop mass and N-subjettiness (tau1..3) of the selected jets, from their constituents.
+    """Energy, soft-drop mass and N-subjettiness (tau1..4) of the selected jets, from their constituents.
 
     Each jet's constituents are one "event" of a jagged array, so one fastjet call clusters all
     jets: C/A for soft drop (``soft_drop_mass``), kT with winner-take-all recombination for the
-    N-subjettiness axes (``nsubjettiness``).
+    N-subjettiness axes (``nsubjettiness``). ``energy`` (GeV) is the clustered jet's.
     """
     if len(sel) == 0:
-        return {k: np.zeros(0) for k in ("soft_drop_mass", "tau1", "tau2", "tau3")}
+        return {k: np.zeros(0) for k in ("energy", "soft_drop_mass", "tau1", "tau2", "tau3", "tau4")}
     counts = jets["n_constituents"][sel]
     const = jets["constituents"][rows(jets["n_constituents"], sel)]
     px, py, pz, e = (cands[c][const] for c in ("px", "py", "pz", "e"))
@@ -189,8 +189,9 @@ def substructure(cands: dict, jets: dict, sel: np.ndarray, jet_cfg: dict) -> dic
     msd = soft_drop_mass(ca, jet_cfg["soft_drop_beta"], jet_cfg["soft_drop_zcut"], jet_cfg["radius"])
     wta_kt = fastjet.ClusterSequence(parts, fastjet.JetDefinition(fastjet.kt_algorithm, 10.0, fastjet.WTA_pt_scheme,
                                                                   fastjet.Best, 1))
-    taus = nsubjettiness(wta_kt, px, py, pz, e, counts, jet_cfg["radius"])
-    return {"soft_drop_mass": msd, "tau1": taus[:, 0], "tau2": taus[:, 1], "tau3": taus[:, 2]}
+    taus = nsubjettiness(wta_kt, px, py, pz, e, counts, jet_cfg["radius"], n_max=4)
+    return {"energy": jets["e"][sel], "soft_drop_mass": msd,
+            **{f"tau{n}": taus[:, n - 1] for n in range(1, 5)}}
 
 
 def _rap_phi(px, py, pz, e):
@@ -293,7 +294,11 @@ def soft_drop_mass(cs, beta: float, zcut: float, r0: float) -> np.ndarray:
 
 
 def constituent_features(cands: dict, jets: dict, sel: np.ndarray) -> dict:
-    """Per-constituent list features of the selected jets (schema PARTICLE_COLUMNS), jagged per jet."""
+    """Per-constituent list features of the selected jets (schema PARTICLE_COLUMNS), jagged per jet.
+
+    ``cands``: detector candidates (:func:`rs3l.physics.detector.respond`), including the
+    impact-parameter resolutions ``d0err``/``dzerr`` (mm) the tracks were smeared with.
+    """
     counts = jets["n_constituents"][sel]
     flat = jets["constituents"][rows(jets["n_constituents"], sel)]
     rep = lambda a: np.repeat(a[sel], counts)  # noqa: E731 - jet value per constituent
@@ -313,6 +318,9 @@ def constituent_features(cands: dict, jets: dict, sel: np.ndarray) -> dict:
         "part_charge": cands["charge"][flat],
         "part_d0": cands["d0"][flat],
         "part_dz": cands["dz"][flat],
+        "part_px": px, "part_py": py, "part_pz": pz, "part_energy": e,
+        "part_d0err": cands["d0err"][flat],
+        "part_dzerr": cands["dzerr"][flat],
     }
     for f in FLAGS:
         feats[f"part_{f}"] = cands[f][flat]

@@ -655,7 +655,7 @@ def load_arrays(data_dir, split: str, features: list[str], max_constituents: int
 
     Returns dict with ``x`` (rows, max_constituents, features) float32, ``mask`` (rows,
     max_constituents) bool, ``label`` int64, ``jet_id`` int64, ``view`` (str), ``replica``
-    int16, and the jet columns ``pt eta phi mass soft_drop_mass tau1 tau2 tau3 n_constituents``.
+    int16, and the jet columns ``pt eta phi energy mass soft_drop_mass tau1..tau4 n_constituents``.
     ``max_jets``: stop after this many jets (all their selected rows kept); the row
     groups are then visited in a random order derived from ``seed``, so that a
     sample of a class-ordered split still mixes classes. ``columns``: further scalar columns to return
