@@ -4,7 +4,6 @@ import re
 
 import yaml
 
-from rs3l import cli as rs3l_cli
 from rs3l import config as rs3l_config
 from rs3l.evaluation import ablation as rs3l_ablation
 from rs3l import plan as rs3l_plan
@@ -45,10 +44,8 @@ ARMS = [
     for s in range(FT["seeds"])
 ]
 SUMMARY = [f"{R}/summary/results.csv", f"{R}/summary/results.md"]
-# `rs3l science` (invariance, parameter regression, anomaly; issue #12) joins the report and the
-# ablation as soon as the package has that command.
-HAS_SCIENCE = "science" in rs3l_cli.COMMANDS
-SCIENCE = [f"{R}/evaluate/science.json"] if HAS_SCIENCE else []
+# `rs3l science`: invariance, parameter regression and anomaly search on the frozen encoder
+SCIENCE = [f"{R}/evaluate/science.json"]
 
 # Every job reads the resolved config from this file. It is rewritten only when its content
 # changes; rules take it as ancient() input and carry the hashes of the parts they depend on
@@ -111,7 +108,7 @@ for _name, _cfg in AB_CONFIGS.items():
 def ablation_inputs(wildcards=None):
     """Everything the ablation report reads: probes of every variant and of the baselines, science where run."""
     out = [f"{AB}/{v}/probes.json" for v in ABLATION] + [f"{AB}/{rs3l_ablation.BASELINES}/probes.json"]
-    if config["ablation"]["science"] and HAS_SCIENCE:
+    if config["ablation"]["science"]:
         out += [f"{AB}/{v}/science.json" for v in ABLATION]
     return out
 

@@ -314,8 +314,8 @@ def pm(v, s, digits: int = 3, missing: str = "–") -> str:
 def science_markdown(science: dict) -> str:
     """Section "What the representation kept" from ``rs3l science``'s JSON (missing parts are left out)."""
     lines = ["", "## What the representation kept", "",
-             f"Frozen pre-trained encoder `{science.get('encoder', '?')}` (`rs3l science`; mean ± std over its "
-             "repeat seeds)."]
+             f"Frozen pre-trained encoder `{science.get('encoder', '?')}` (`rs3l science`; ± = bootstrap std "
+             "over the test jets)."]
     inv = science.get("invariance") or {}
     if inv:
         lines += ["", "Invariance: AUC of a classifier telling the view's embeddings from the nominal view's "
