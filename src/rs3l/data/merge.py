@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 from rs3l import schema, seeds
 from rs3l.atomic import atomic_path, write_text
 from rs3l.config import config_hash, results_path, simulation_hash, view_instances
+from rs3l.plan import merge_hash
 from rs3l.data.fragment_list import read_fragment_list
 from rs3l.data.manifest import SPLITS
 from rs3l.plan import merge_hash
@@ -191,7 +192,9 @@ def merge_part(cfg: dict, fragments: list[str | Path], out_dir: str | Path, part
     instances = view_instances(cfg)
     process_rank = {p: i for i, p in enumerate(cfg["simulation"]["processes"])}
     groups = scan_fragments(fragments, cfg)
-    meta = {"config_hash": config_hash(cfg), "simulation_hash": simulation_hash(cfg)}
+    # what decides the shards' content (not the whole config: a training setting must not change
+    # the data's bytes and so its content hash, the dataset lineage that training logs)
+    meta = {"simulation_hash": simulation_hash(cfg), "merge_hash": merge_hash(cfg)}
     writers = {s: ShardWriter(out_dir, s, cfg, meta, prefix=prefix) for s in SPLITS}
     stats = {s: {"jets": 0, "rows": 0, "per_class": defaultdict(int), "per_view": defaultdict(int)} for s in SPLITS}
     dropped = {"jets_dropped_missing_views": 0, "jets_kept_with_missing_views": 0}
