@@ -7,6 +7,7 @@ import torch
 
 from rs3l import config
 from rs3l.physics import jets as jets_module
+from rs3l.physics.features import derived_features
 from rs3l.seeds import rng
 from rs3l.training import augment
 from rs3l.training.data import JetDataset, load_arrays
@@ -21,7 +22,7 @@ def hand_made(pt, deta, dphi, jet_eta=0.7, P=8, charge=None):
     pt, deta, dphi = (np.atleast_2d(np.asarray(a, float)) for a in (pt, deta, dphi))
     J, n = pt.shape
     e = pt * np.cosh(jet_eta + deta)
-    feats = augment.constituent_features(deta, dphi, pt, e, pt.sum(1), e.sum(1))
+    feats = derived_features(deta, dphi, pt, e, pt.sum(1)[:, None], e.sum(1)[:, None])
     x = np.zeros((J, P, len(COLUMNS)), np.float32)
     for i, name in enumerate(COLUMNS):
         if name in feats:
@@ -157,7 +158,9 @@ def test_feature_derivation_reproduces_the_stored_features(tmp_path):
 
 @pytest.mark.slow
 def test_feature_derivation_matches_the_physics_module_on_real_jets(cfg, lhe_files):
-    """On Pythia jets after the detector, augment.constituent_features == physics.jets.constituent_features."""
+    """On Pythia jets after the detector, the features the augmentations recompute from the padded
+    kinematics (derived_features on (jets, particles) arrays, as augment.pack calls it) equal
+    those physics.jets.constituent_features wrote."""
     from rs3l.physics import detector
     from rs3l.physics.resimulate import generator_level
 
@@ -173,8 +176,8 @@ def test_feature_derivation_matches_the_physics_module_on_real_jets(cfg, lhe_fil
         grid = lambda a: _scatter(a, jet, slot, len(sel), P)  # noqa: E731 - flat -> (jets, P)
         flat = cands["e"][found["constituents"]]
         pt = np.exp(ref["part_log_pt"])
-        ours = augment.constituent_features(grid(ref["part_deta"]), grid(ref["part_dphi"]), grid(pt), grid(flat),
-                                            found["pt"], found["e"])
+        ours = derived_features(grid(ref["part_deta"]), grid(ref["part_dphi"]), grid(pt), grid(flat),
+                                found["pt"][:, None], found["e"][:, None])
         for name in augment.DERIVED_FEATURES:
             np.testing.assert_allclose(ours[name][jet, slot], ref[name], rtol=1e-6, atol=1e-6, err_msg=name)
         break

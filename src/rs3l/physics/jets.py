@@ -12,6 +12,8 @@ import awkward as ak
 import fastjet
 import numpy as np
 
+from rs3l.physics.features import derived_features
+
 PARTON_FLAVOUR = {1: "q", 2: "q", 3: "q", 4: "c", 5: "b", 21: "g"}
 FLAVOUR_TABLE = np.array([PARTON_FLAVOUR.get(i, "") for i in range(22)], dtype=object)
 FLAGS = ("is_electron", "is_muon", "is_photon", "is_charged_hadron", "is_neutral_hadron")
@@ -305,16 +307,9 @@ def constituent_features(cands: dict, jets: dict, sel: np.ndarray) -> dict:
     px, py, pz, e = cands["px"][flat], cands["py"][flat], cands["pz"][flat], cands["e"][flat]
     pt = np.hypot(px, py)
     eta, phi = _eta_phi(px, py, pz)
-    deta = eta - rep(jets["eta"])
-    dphi = delta_phi(phi, rep(jets["phi"]))
     feats = {
-        "part_deta": deta,
-        "part_dphi": dphi,
-        "part_log_pt": np.log(np.maximum(pt, 1e-6)),
-        "part_log_e": np.log(np.maximum(e, 1e-6)),
-        "part_log_pt_rel": np.log(np.maximum(pt, 1e-6) / rep(jets["pt"])),
-        "part_log_e_rel": np.log(np.maximum(e, 1e-6) / rep(jets["e"])),
-        "part_delta_r": np.hypot(deta, dphi),
+        **derived_features(eta - rep(jets["eta"]), delta_phi(phi, rep(jets["phi"])), pt, e, rep(jets["pt"]),
+                           rep(jets["e"])),
         "part_charge": cands["charge"][flat],
         "part_d0": cands["d0"][flat],
         "part_dz": cands["dz"][flat],

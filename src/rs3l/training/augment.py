@@ -28,9 +28,9 @@ transforms (``jetclr``, ``rotate+smear``), whose base is the stored view ``nomin
 
 Kinematics and derived features. The stored features give, per constituent, Δη, Δφ,
 pT, E and the jet's pT and E (pT / exp(part_log_pt_rel)); the loader adds the jet's η
-(column ``eta``). A transform moves constituents, then :func:`constituent_features`
-recomputes every derived feature with the formulas of
-``rs3l.physics.jets.constituent_features``. Energies follow the direction: E' = E
+(column ``eta``). A transform moves constituents, then
+``rs3l.physics.features.derived_features`` (the definition the re-simulation uses too)
+recomputes every derived feature. Energies follow the direction: E' = E
 cosh(η') / cosh(η) (exact for massless constituents; keeps E/|p|). Relative features use
 the jet's pT and E changed by the change of the constituents' scalar sums (unchanged by
 a rotation's pT, a collinear split, ...); Δη, Δφ stay relative to the original jet axis.
@@ -41,6 +41,8 @@ sorted by pT again (highest first, padding last), as the loader delivers it.
 from __future__ import annotations
 
 import numpy as np
+
+from rs3l.physics.features import derived_features
 
 TRANSFORMS = ("rotate", "translate", "smear", "collinear", "random_field")
 COMPOSITES = {"jetclr": ("rotate", "collinear", "smear", "translate")}
@@ -83,18 +85,6 @@ def base_views(names: list[str]) -> list[str]:
 
 # ----------------------------------------------------------------------------- features
 
-def constituent_features(deta, dphi, pt, e, jet_pt, jet_e) -> dict:
-    """Derived per-constituent features, as ``rs3l.physics.jets.constituent_features`` defines them.
-
-    ``deta``, ``dphi``, ``pt`` (GeV), ``e`` (GeV): (jets, particles); ``jet_pt``, ``jet_e``: (jets,).
-    """
-    pt_ = np.maximum(pt, 1e-6)
-    e_ = np.maximum(e, 1e-6)
-    return {"part_deta": deta, "part_dphi": dphi, "part_log_pt": np.log(pt_), "part_log_e": np.log(e_),
-            "part_log_pt_rel": np.log(pt_ / jet_pt[:, None]), "part_log_e_rel": np.log(e_ / jet_e[:, None]),
-            "part_delta_r": np.hypot(deta, dphi)}
-
-
 def unpack(x: np.ndarray, mask: np.ndarray, columns: list[str]) -> dict:
     """Kinematics of padded constituents ``x`` (jets, particles, columns) whose columns include
     :data:`KINEMATIC_FEATURES` and :data:`JET_ETA`: deta, dphi, pt, e (jets, particles) float64,
@@ -113,7 +103,7 @@ def pack(k: dict, x: np.ndarray, columns: list[str]) -> tuple[np.ndarray, np.nda
     padding zeroed, constituents sorted by pT (highest first). Returns (x, mask)."""
     x = x.copy()
     mask = k["mask"]
-    feats = constituent_features(k["deta"], k["dphi"], k["pt"], k["e"], k["jet_pt"], k["jet_e"])
+    feats = derived_features(k["deta"], k["dphi"], k["pt"], k["e"], k["jet_pt"][:, None], k["jet_e"][:, None])
     for i, name in enumerate(columns):
         if name in feats:
             x[:, :, i] = feats[name]
