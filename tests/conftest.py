@@ -58,3 +58,16 @@ def smoke_run(tmp_path_factory):
     results = tmp_path_factory.mktemp("smoke") / "results"
     res = snakemake("--cores", "2", "--workflow-profile", "workflow/profiles/default", results_dir=results)
     return {"results": results, "stdout": res.stdout, "stderr": res.stderr}
+
+
+def assert_padding_ignored(enc, x, mask, atol: float = 1e-5):
+    """An encoder's embedding does not depend on what padded slots hold (0, 1e6, NaN); returns it."""
+    import torch
+
+    with torch.no_grad():
+        z = enc(x, mask)
+        for fill in (0.0, 1e6, float("nan")):
+            x2 = x.clone()
+            x2[~mask] = fill
+            assert torch.allclose(enc(x2, mask), z, atol=atol), fill
+    return z
