@@ -30,3 +30,13 @@ def atomic_path(target: str | os.PathLike):
 def write_text(target: str | os.PathLike, text: str) -> None:
     with atomic_path(target) as tmp:
         Path(tmp).write_text(text)
+
+
+def write_text_if_changed(target: str | os.PathLike, text: str) -> bool:
+    """``write_text`` only if ``target`` does not already hold ``text`` (an unchanged file keeps
+    its mtime, so Snakemake does not re-run what reads it). Returns whether it wrote."""
+    target = Path(target)
+    if target.exists() and target.read_text() == text:
+        return False
+    write_text(target, text)
+    return True

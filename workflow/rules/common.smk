@@ -8,7 +8,7 @@ from rs3l import config as rs3l_config
 from rs3l.evaluation import ablation as rs3l_ablation
 from rs3l import plan as rs3l_plan
 from rs3l.physics import lhe_input as rs3l_lhe_input
-from rs3l.atomic import write_text
+from rs3l.atomic import write_text_if_changed
 from rs3l.data.fragment_list import write_fragment_list
 
 # Cross-reference checks (view, process and class names) on top of the schema;
@@ -50,9 +50,7 @@ SCIENCE = [f"{R}/evaluate/science.json"]
 # Every job reads the resolved config from this file. It is rewritten only when its content
 # changes; rules take it as ancient() input and carry the hashes of the parts they depend on
 # as params, so Snakemake's params trigger reruns exactly the stages a config change affects.
-_resolved = yaml.safe_dump(dict(config), sort_keys=False)
-if not os.path.exists(CONFIG) or open(CONFIG).read() != _resolved:
-    write_text(CONFIG, _resolved)
+write_text_if_changed(CONFIG, yaml.safe_dump(dict(config), sort_keys=False))
 
 
 wildcard_constraints:
@@ -99,10 +97,7 @@ AB = f"{R}/ablation"
 AB_CONFIGS = {**ABLATION, rs3l_ablation.BASELINES: rs3l_ablation.baseline_config(config)} if ABLATION else {}
 VARIANT_HASHES = {name: rs3l_config.config_hash(c) for name, c in AB_CONFIGS.items()}
 for _name, _cfg in AB_CONFIGS.items():
-    _text = yaml.safe_dump(dict(_cfg), sort_keys=False)
-    _path = f"{AB}/{_name}/config.yaml"
-    if not os.path.exists(_path) or open(_path).read() != _text:
-        write_text(_path, _text)
+    write_text_if_changed(f"{AB}/{_name}/config.yaml", yaml.safe_dump(dict(_cfg), sort_keys=False))
 
 
 def ablation_inputs(wildcards=None):

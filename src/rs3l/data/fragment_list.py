@@ -9,17 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rs3l.atomic import write_text
+from rs3l.atomic import write_text_if_changed
 
 
 def write_fragment_list(path: str | Path, fragments: list[str]) -> bool:
     """Write ``fragments`` one a line, atomically, only if the content changes (an unchanged list
     keeps its mtime, so Snakemake does not re-run the merge). Returns whether it wrote."""
-    path, text = Path(path), "".join(f"{f}\n" for f in fragments)
-    if path.exists() and path.read_text() == text:
-        return False
-    write_text(path, text)
-    return True
+    return write_text_if_changed(path, "".join(f"{f}\n" for f in fragments))
 
 
 def read_fragment_list(path: str | Path) -> list[str]:
