@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pylhe
 import pytest
 
-from rs3l import schema
+from rs3l import config, schema
 from rs3l.physics import lhe
 from rs3l.physics.generate import generate
 from rs3l.physics.resimulate import drawn_values, generator_level, resimulate
@@ -259,3 +259,52 @@ def test_physics_every_boson_process_gives_merged_jets_at_its_mass(cfg, tmp_path
     assert counts["jets_matched"] == len(jets) >= 15
     assert (jets.label_name == label).all()
     assert abs(np.median(jets.soft_drop_mass) - mass) < 0.12 * mass
+
+
+def test_view_splits_simulate_only_the_split_events_with_the_full_runs_showers(cfg, lhe_files, fragments, tmp_path):
+    """simulation.view_splits: a view simulated for the test split only holds jets of test events only,
+    and each event gets the same shower as in a run over every event (Pythia is seeded per event):
+    generator-level particles are identical, reconstructed jets agree within detector smearing."""
+    from rs3l.data.manifest import split_of_events
+    from rs3l.physics.resimulate import view_events
+
+    sub_cfg = config.resolve({**cfg, "simulation": {**cfg["simulation"], "view_splits": {"fsr_up": ["test"]}}})
+    assert config.simulation_hash(sub_cfg) != config.simulation_hash(cfg)
+    n = 80
+    test_events = np.flatnonzero(split_of_events(cfg, "top", 0, np.arange(n)) == "test")
+    np.testing.assert_array_equal(view_events(sub_cfg, "top", 0, "fsr_up", n), test_events)
+    assert view_events(cfg, "top", 0, "fsr_up", n) is None
+    assert 5 < len(test_events) < n
+
+    # generator level: the subset's events are the full run's events, particle for particle
+    scratch = tmp_path / "subset.lhe"
+    lhe.write_subset(lhe_files["top"], scratch, test_events)
+    sub_gen = {int(test_events[i]): p["px"][p["event"] == k]
+               for index, p in generator_level(cfg, scratch, "fsr_up", event_ids=test_events) for k, i in enumerate(index)}
+    full_gen = {int(i): p["px"][p["event"] == k]
+                for index, p in generator_level(cfg, lhe_files["top"], "fsr_up", max_events=n) for k, i in enumerate(index)}
+    assert sorted(sub_gen) == test_events.tolist()
+    for e, px in sub_gen.items():
+        np.testing.assert_array_equal(px, full_gen[e])
+
+    out = tmp_path / "fsr_up_test.parquet"
+    resimulate(sub_cfg, lhe_files["top"], "fsr_up", out, max_events=n)
+    sub = _table(out)
+    full = _table(fragments[("top", "fsr_up", 0)])
+    assert len(sub) > 0 and set(sub["event"]) <= set(test_events.tolist())
+    both = sub.merge(full, on=["event", "object"], suffixes=("", "_full"))
+    assert len(both) >= 0.8 * len(sub)  # a jet near the pT window's edge may fall out under other smearing
+    assert np.median(np.abs(both["pt"] / both["pt_full"] - 1)) < 0.05
+    assert not list(tmp_path.glob(".*events-*"))  # resimulate's scratch LHE file is gone
+
+
+def test_view_splits_are_checked_at_resolution(cfg):
+    bad = {**cfg, "simulation": {**cfg["simulation"], "view_splits": {"isr_up": ["test"]}}}
+    with pytest.raises(config.ConfigError, match="view_splits names view 'isr_up'"):
+        config.resolve(bad)
+    bad["simulation"]["view_splits"] = {"fsr_scan": ["test"]}
+    with pytest.raises(config.ConfigError, match="parameter-scan view"):
+        config.resolve(bad)
+    bad["simulation"]["view_splits"] = {"vincia": ["tset"]}
+    with pytest.raises(config.ConfigError, match="view_splits.vincia.0"):
+        config.resolve(bad)

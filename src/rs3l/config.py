@@ -104,6 +104,13 @@ def check(cfg: dict) -> None:
     for name in sim["replicas"]:
         if name not in sim["views"]:
             raise ConfigError(f"simulation.replicas names view '{name}', which is not in simulation.views: {', '.join(sim['views'])}")
+    for name in sim["view_splits"]:
+        if name not in sim["views"]:
+            raise ConfigError(f"simulation.view_splits names view '{name}', which is not in simulation.views: "
+                              f"{', '.join(sim['views'])}")
+        if cfg["views"][name]["draw"]:
+            raise ConfigError(f"simulation.view_splits.{name}: a parameter-scan view (views.{name}.draw) covers "
+                              f"every event; remove it from simulation.view_splits")
     classes = cfg["classes"]
     for pname, proc in cfg["processes"].items():
         lab = proc["labelling"]
@@ -333,7 +340,15 @@ def simulation_hash(cfg: dict) -> str:
     ``rs3l.physics.ALGORITHM_VERSION``, so fragments made by older simulation code are not reused.
     """
     keys = ("seed", "simulation", "processes", "classes", "views", "detector", "jets")
-    return config_hash({**{k: cfg[k] for k in keys}, "algorithm_version": ALGORITHM_VERSION})
+    content = {**{k: cfg[k] for k in keys}, "algorithm_version": ALGORITHM_VERSION}
+    sim = dict(cfg["simulation"])
+    if sim.get("view_splits"):
+        # which events such a view simulates depends on the split fractions
+        content["splits"] = cfg["merge"]["splits"]
+    else:
+        sim.pop("view_splits", None)  # not given: the hash of configs from before the key existed
+    content["simulation"] = sim
+    return config_hash(content)
 
 
 def settings_hash(settings: list[str]) -> str:

@@ -138,6 +138,12 @@ def _group_components(profile: dict) -> dict[str, int]:
     return out
 
 
+def view_coverage(cfg: dict, view: str) -> float:
+    """Share of the hard events a view simulates: 1, or the fractions of its ``simulation.view_splits``."""
+    splits = cfg["simulation"]["view_splits"].get(view)
+    return sum(cfg["merge"]["splits"][s] for s in splits) if splits else 1.0
+
+
 def job_counts(cfg: dict) -> dict[str, int]:
     """Jobs per rule that a fresh `snakemake` run of ``cfg`` schedules (the workflow's fan-out)."""
     sim, ft = cfg["simulation"], cfg["finetune"]
@@ -190,14 +196,16 @@ def plan(cfg: dict, profile_path: Path | None = None, rules_dir: Path | None = N
         events_total += n_events
         disk["lhe"] += n_events * lhe_bytes
         jets_per_event = sum(per_class.values())
+        rows = 0.0
         for view, _replica in instances:
             factor = VIEW_FACTOR[_view_kind(cfg["views"][view])][0]
-            cpu["resimulate"] += n_events / (rate * factor) + chunks * JOB_OVERHEAD_S[0]
+            covered = n_events * view_coverage(cfg, view)  # simulation.view_splits: some splits only
+            cpu["resimulate"] += covered / (rate * factor) + chunks * JOB_OVERHEAD_S[0]
             if cfg["views"][view]["draw"]:  # one more Pythia init per further block of drawn values in a chunk
                 blocks = -(-n_events // (chunks * cfg["views"][view]["draw_block"]))
                 cpu["resimulate"] += chunks * (blocks - 1) * DRAW_INIT_S[0]
-            disk["fragments"] += n_events * jets_per_event * row_bytes
-        rows = n_events * jets_per_event * len(instances)
+            disk["fragments"] += covered * jets_per_event * row_bytes
+            rows += covered * jets_per_event
         rows_total += rows
         disk["shards"] += rows * row_bytes * SHARD_TO_FRAGMENT
         for split, fraction in cfg["merge"]["splits"].items():

@@ -8,9 +8,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rs3l import schema
+import numpy as np
+
+from rs3l import schema, seeds
 
 SPLITS = ("train", "val", "test")
+
+
+def split_of_events(cfg: dict, process: str, chunk: int, events: np.ndarray) -> np.ndarray:
+    """Split name per hard event (deterministic in the master seed and ``merge.splits``).
+
+    The merge assigns jets with it; ``rs3l resimulate`` with ``simulation.view_splits`` uses it to
+    simulate a view only for the events of some splits."""
+    fr = cfg["merge"]["splits"]
+    edges = np.cumsum([fr["train"], fr["val"]])
+    # one hash per distinct event, not per row (an event has several jets and views)
+    uniq, inverse = np.unique(np.asarray(events, dtype=np.int64), return_inverse=True)
+    u = np.array([seeds.unit_hash(cfg["seed"], "split", process, chunk, int(e)) for e in uniq])
+    return np.array(SPLITS, dtype=object)[np.searchsorted(edges, u, side="right")][inverse.reshape(-1)]
 
 
 def read_manifest(data_dir) -> dict:

@@ -36,12 +36,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rs3l import schema, seeds
+from rs3l import schema
 from rs3l.atomic import atomic_path, write_text
 from rs3l.config import config_hash, results_path, simulation_hash, view_instances
-from rs3l.plan import merge_hash
 from rs3l.data.fragment_list import read_fragment_list
-from rs3l.data.manifest import SPLITS
+from rs3l.data.manifest import SPLITS, split_of_events
 from rs3l.plan import merge_hash
 from rs3l.progress import Progress
 
@@ -54,16 +53,6 @@ PART_SHIFT = 40
 def part_manifest_path(out_dir: str | Path, part: int) -> Path:
     """``<out_dir>/parts/part-PPPPP.json``: the partial manifest of merge part ``part``."""
     return Path(out_dir) / "parts" / f"part-{part:05d}.json"
-
-
-def split_of_events(cfg: dict, process: str, chunk: int, events: np.ndarray) -> np.ndarray:
-    """Split name per hard event (deterministic in the master seed)."""
-    fr = cfg["merge"]["splits"]
-    edges = np.cumsum([fr["train"], fr["val"]])
-    # one hash per distinct event, not per row (an event has several jets and views)
-    uniq, inverse = np.unique(np.asarray(events, dtype=np.int64), return_inverse=True)
-    u = np.array([seeds.unit_hash(cfg["seed"], "split", process, chunk, int(e)) for e in uniq])
-    return np.array(SPLITS, dtype=object)[np.searchsorted(edges, u, side="right")][inverse.reshape(-1)]
 
 
 def read_fragment(path: str | Path, cfg: dict) -> pa.Table:

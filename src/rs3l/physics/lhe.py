@@ -121,6 +121,26 @@ def write_atomic(out: str | Path, header: str, init: str, events) -> int:
     return n
 
 
+def write_subset(src: str | Path, out: str | Path, keep: np.ndarray) -> int:
+    """Copy the events ``keep`` (0-based indices, ascending) of rs3l's LHE file ``src`` to ``out``.
+
+    Header and init block are copied as they are (``rs3l resimulate`` reads the process and chunk
+    there), the event blocks byte for byte; the event count is recorded anew. Not atomic: ``out``
+    is a scratch file of the caller. Returns the number of events written.
+    """
+    text = _read_text(Path(src))
+    head, *blocks = text.split("<event>")
+    keep = np.asarray(keep, dtype=np.int64)
+    if len(keep) and (keep.min() < 0 or keep.max() >= len(blocks)):
+        raise LHEError(f"LHE file '{src}' holds {len(blocks)} events; cannot keep event {int(keep.max())}")
+    with open_text(out, "wt") as fh:
+        fh.write(head)
+        for i in keep:
+            fh.write("<event>" + blocks[i].split("</event>", 1)[0] + "</event>\n")
+        fh.write(f"<!-- rs3l-events={len(keep)} -->\n</LesHouchesEvents>\n")
+    return len(keep)
+
+
 def _read_text(path: Path) -> str:
     if not path.exists():
         raise FileNotFoundError(f"LHE file '{path}' does not exist")

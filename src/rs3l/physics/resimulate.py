@@ -22,8 +22,10 @@ parameters only at ``init()``. The value is stored per jet in ``view_parameter``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -107,15 +109,20 @@ def drawn_values(cfg: dict, process: str, chunk: int, view: str, replica: int, n
     return np.repeat(values.astype(np.float32), block)[:n_events]
 
 
-def _hooks_factory(master: int, parts: dict, n_events: int, first_event: int = 0):
+def _hooks_factory(master: int, parts: dict, n_events: int, first_event: int = 0,
+                   event_ids: np.ndarray | None = None):
     import pythia8mc
 
-    # per-event seeds computed up front: the callbacks, run inside Pythia's event loop, only look them up
+    # per-event seeds computed up front: the callbacks, run inside Pythia's event loop, only look them up.
+    # ``event_ids``: the event number of each entry of the file Pythia reads (a subset of a chunk's
+    # events, simulation.view_splits), so an event gets the same random numbers in a subset as in full
+    ids = np.arange(n_events) if event_ids is None else np.asarray(event_ids, np.int64)
+
     def table(stage):
         if parts[stage] is None:
             return None
-        known = seeds.derive_seeds(master, *parts[stage], events=np.arange(n_events)).tolist()
-        return lambda i: known[i] if i < n_events else seeds.derive_seed(master, *parts[stage], i)
+        known = seeds.derive_seeds(master, *parts[stage], events=ids).tolist()
+        return lambda i: known[i] if i < len(known) else seeds.derive_seed(master, *parts[stage], i)
 
     shower, hadronization = table("shower"), table("hadronization")
 
@@ -202,20 +209,21 @@ def pythia_settings(cfg: dict, lhe_path: str | Path, view: str) -> list[str]:
 
 
 def seeded_pythia(cfg: dict, lhe_path: str | Path, view: str, replica: int, n_events: int,
-                  first_event: int = 0, extra_settings: tuple[str, ...] = ()):
+                  first_event: int = 0, extra_settings: tuple[str, ...] = (), event_ids: np.ndarray | None = None):
     """(pythia, hooks): Pythia reading ``lhe_path`` with the view's settings, re-seeded per event by ``hooks``.
 
     ``hooks.index`` is the LHE index of the last hard event Pythia has read. The same (view, replica)
     always gives the same events, whichever program drives the loop (rs3l or the throughput
     benchmark's bare loop). ``first_event``: start reading there (``Beams:nSkipLHEFatInit``);
-    ``extra_settings`` come last (a drawn parameter's value).
+    ``extra_settings`` come last (a drawn parameter's value); ``event_ids``: the chunk's event number
+    of each event in ``lhe_path`` when it holds a subset (default: 0, 1, ...).
     """
     process, chunk = lhe_origin(lhe_path)
     parts = view_seed_parts(cfg, process, chunk, view, replica)
     skip = [f"Beams:nSkipLHEFatInit = {int(first_event)}"] if first_event else []
     return make_pythia(pythia_settings(cfg, lhe_path, view) + skip + list(extra_settings),
                        seeds.derive_seed(cfg["seed"], "pythia-init"),
-                       hooks_factory=_hooks_factory(cfg["seed"], parts, n_events, first_event))
+                       hooks_factory=_hooks_factory(cfg["seed"], parts, n_events, first_event, event_ids))
 
 
 def pythia_segments(cfg: dict, lhe_path: str | Path, view: str, replica: int, n_total: int):
@@ -235,12 +243,14 @@ def pythia_segments(cfg: dict, lhe_path: str | Path, view: str, replica: int, n_
 
 
 def generator_level(cfg: dict, lhe_path: str | Path, view: str, replica: int = 0, max_events: int | None = None,
-                    lhe_events: ak.Array | None = None, with_partons: bool = False):
+                    lhe_events: ak.Array | None = None, with_partons: bool = False,
+                    event_ids: np.ndarray | None = None):
     """Yield (lhe_index, particles) per batch: generator-level final-state particles as flat numpy arrays.
 
     ``particles``: dict ``event`` (batch-local), ``id, px, py, pz, e, vx, vy, vz, charge``; with
     ``with_partons`` also ``parton_px``/``parton_pz``: the parton-level history (hard process, MPI,
     ISR, FSR, beam remnants: |status| 21-69), which a ``parton``-intervention view shares.
+    ``event_ids``: see :func:`seeded_pythia` (``lhe_index`` stays the position in ``lhe_path``).
     When exhausted, the generator returns (StopIteration.value) ``{"events", "failures", "seconds"}``,
     ``seconds`` holding the wall time of Pythia's initialisation and of its ``nextBatch`` calls.
     """
@@ -262,7 +272,7 @@ def generator_level(cfg: dict, lhe_path: str | Path, view: str, replica: int = 0
         if done + failures < first:  # the LHE file ended early
             break
         t0 = time.perf_counter()
-        pythia, hooks = seeded_pythia(cfg, lhe_path, view, replica, len(lhe_events), first, extra)
+        pythia, hooks = seeded_pythia(cfg, lhe_path, view, replica, len(lhe_events), first, extra, event_ids)
         init_seconds += time.perf_counter() - t0
         charges = Charges(pythia)
         # infoPython() returns a copy: ask it again after every batch
@@ -297,6 +307,34 @@ def generator_level(cfg: dict, lhe_path: str | Path, view: str, replica: int = 0
     return {"events": done, "failures": failures, "seconds": {"pythia_init": init_seconds, "pythia_events": event_seconds}}
 
 
+def view_events(cfg: dict, process: str, chunk: int, view: str, n_events: int) -> np.ndarray | None:
+    """Event numbers (ascending) of the chunk's first ``n_events`` that ``view`` simulates: those the
+    merge puts into the splits ``simulation.view_splits[view]``; None when the view covers every event."""
+    splits = cfg["simulation"]["view_splits"].get(view)
+    if not splits:
+        return None
+    from rs3l.data.manifest import split_of_events
+
+    events = np.arange(n_events)
+    return events[np.isin(split_of_events(cfg, process, chunk, events), list(splits))]
+
+
+@contextlib.contextmanager
+def _subset_file(lhe_path, event_ids: np.ndarray | None, out):
+    """The LHE file Pythia reads: ``lhe_path`` itself, or a scratch copy of the events ``event_ids``
+    beside ``out`` (removed afterwards, also when the job fails)."""
+    if event_ids is None:
+        yield lhe_path
+        return
+    scratch = Path(out).with_name(f".{Path(out).name}.events-{os.getpid()}.lhe")
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lhe.write_subset(lhe_path, scratch, event_ids)
+        yield scratch
+    finally:
+        scratch.unlink(missing_ok=True)
+
+
 def resimulate(cfg: dict, lhe_path: str | Path, view: str, out: str | Path, replica: int = 0,
                max_events: int | None = None, after_batch=None) -> dict:
     """Run one view over an LHE file and write the jets as a Parquet fragment.
@@ -321,44 +359,53 @@ def resimulate(cfg: dict, lhe_path: str | Path, view: str, out: str | Path, repl
     det_rng = seeds.rng(cfg["seed"], *parts["detector"])
     parameter = drawn_values(cfg, process, chunk, view, replica, len(lhe_events))  # per hard event; NaN: no draw
     n_total = len(lhe_events) if max_events is None else min(max_events, len(lhe_events))
+    event_ids = view_events(cfg, process, chunk, view, n_total)  # None: every event
+    if event_ids is not None:
+        log.info("%s: simulated for the %s split(s) only (simulation.view_splits): %d of %d events", view,
+                 ", ".join(cfg["simulation"]["view_splits"][view]), len(event_ids), n_total)
+        lhe_events, n_total = lhe_events[event_ids], len(event_ids)
     progress = Progress(n_total, f"resimulate {process} chunk {chunk} {view}#{replica}")
     cols: dict[str, list] = {}
     n_selected = n_matched = 0
-    gen = generator_level(cfg, lhe_path, view, replica, max_events, lhe_events)
-    while True:
-        try:
-            lhe_index, particles = next(gen)
-        except StopIteration as stop:
-            stats = stop.value
-            break
-        n_batch = len(lhe_index)
-        cands = detector.respond(particles, particles["charge"], det_params, det_rng)
-        found = jets.cluster(cands, n_batch, cfg["jets"])
-        truth = jets.truth_objects(lhe_events.particles[lhe_index], labelling)
-        ji, oi = jets.match(found, truth, cfg["jets"]["radius"])
-        n_selected += len(found["event"])
-        n_matched += len(ji)
-        sub = jets.substructure(cands, found, ji, cfg["jets"])
-        feats = jets.constituent_features(cands, found, ji)
-        names = truth["label_name"][oi]
-        missing = set(names.tolist()) - set(classes)
-        if missing:
-            raise ValueError(f"labels {sorted(missing)} are not in config classes {classes}")
-        batch_cols = {
-            "event": lhe_index[found["event"][ji]], "object": truth["line"][oi],
-            "label": np.array([classes.index(n) for n in names], dtype=np.int16) if len(names) else np.zeros(0, np.int16),
-            "label_name": names, "view_parameter": parameter[lhe_index[found["event"][ji]]],
-            **{k: found[k][ji] for k in ("pt", "eta", "phi", "mass")},
-            **sub,
-            **feats,
-        }
-        for k, v in batch_cols.items():
-            cols.setdefault(k, []).append(v)
-        progress.update(n_batch)
-        if after_batch is not None:
-            t0 = time.perf_counter()
-            after_batch(n_batch)
-            t_start += time.perf_counter() - t0
+    with _subset_file(lhe_path, event_ids, out) as sim_path:
+        # (no event of the chunk in the view's splits: an empty fragment, no Pythia)
+        gen = generator_level(cfg, sim_path, view, replica, n_total, lhe_events, event_ids=event_ids) if n_total \
+            else iter(())
+        while True:
+            try:
+                lhe_index, particles = next(gen)
+            except StopIteration as stop:
+                stats = stop.value or {"events": 0, "failures": 0, "seconds": {"pythia_init": 0.0, "pythia_events": 0.0}}
+                break
+            n_batch = len(lhe_index)
+            event = lhe_index if event_ids is None else event_ids[lhe_index]  # the chunk's event numbers
+            cands = detector.respond(particles, particles["charge"], det_params, det_rng)
+            found = jets.cluster(cands, n_batch, cfg["jets"])
+            truth = jets.truth_objects(lhe_events.particles[lhe_index], labelling)
+            ji, oi = jets.match(found, truth, cfg["jets"]["radius"])
+            n_selected += len(found["event"])
+            n_matched += len(ji)
+            sub = jets.substructure(cands, found, ji, cfg["jets"])
+            feats = jets.constituent_features(cands, found, ji)
+            names = truth["label_name"][oi]
+            missing = set(names.tolist()) - set(classes)
+            if missing:
+                raise ValueError(f"labels {sorted(missing)} are not in config classes {classes}")
+            batch_cols = {
+                "event": event[found["event"][ji]], "object": truth["line"][oi],
+                "label": np.array([classes.index(n) for n in names], dtype=np.int16) if len(names) else np.zeros(0, np.int16),
+                "label_name": names, "view_parameter": parameter[event[found["event"][ji]]],
+                **{k: found[k][ji] for k in ("pt", "eta", "phi", "mass")},
+                **sub,
+                **feats,
+            }
+            for k, v in batch_cols.items():
+                cols.setdefault(k, []).append(v)
+            progress.update(n_batch)
+            if after_batch is not None:
+                t0 = time.perf_counter()
+                after_batch(n_batch)
+                t_start += time.perf_counter() - t0
     progress.close()
     table = _table(cfg, cols, process, chunk, view, replica)
     counts = {"events": stats["events"], "failures": stats["failures"], "jets_selected": n_selected,
