@@ -455,7 +455,7 @@ def pool_scan_markdown(scan: list[dict]) -> str:
         cells = [pm(*by_pool[p]) if p in by_pool else "–" for p in pools]
         base = s["baseline"]
         lines.append(f"| {s['task']} | {s['mode']} | {describe_labels(s['labels'])} | " + " | ".join(cells)
-                     + f" | {pm(base[2], base[3]) + ' (' + base[1] + ')' if base else '–'} |")
+                     + f" | {pm(base[2], base[3]) + f' ({base[0]} {base[1]})' if base else '–'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -641,7 +641,9 @@ class JetDataModule(L.LightningDataModule):
             self.train_set = dataset_from_config(self.cfg, self.data_dir, "train", self.mode, self.views, self.stream,
                                                  train=True, rank=rank, world_size=world)
             if self.train_set.n_batches(rank, world, self.cfg["training"]["num_workers"]) == 0:
-                raise ValueError(f"{self.data_dir}: the train split has {self.train_set.n_items} "
+                pool = self.cfg["pretrain"]["pool"] if self.stream == "pretrain" else None
+                where = f"the pre-training pool (pretrain.pool = {pool})" if pool is not None else "the train split"
+                raise ValueError(f"{self.data_dir}: {where} has {self.train_set.n_items} "
                                  f"{'pairs' if self.mode == 'pairs' else 'rows'}, fewer than one batch "
                                  f"(training.batch_size = {self.cfg['training']['batch_size']}) per device")
         if self.val_set is None and self.manifest["splits"].get("val", {}).get("shards"):
