@@ -224,8 +224,34 @@ def test_a_deep_arm_converges_within_its_step_budget(setup, tmp_path):
     assert summary["best"]["val_loss"] < 0.25 and summary["best"]["val_auc"] > 0.95
     assert summary["best_step"] < summary["stopped_step"] < 1500
     steps = [h["step"] for h in summary["history"]]
-    assert steps[:4] == [0, 20, 40, 60]  # the start, then every val_every optimiser steps, across epochs
+    # the start, early checks at 1, 2, 4, 8, 16 steps, then every val_every optimiser steps, across epochs
+    assert steps[:9] == [0, 1, 2, 4, 8, 16, 20, 40, 60]
     assert summary["history"][0]["val_loss"] > 0.6  # an untrained network is at chance (ln 2 = 0.69)
+
+
+def test_an_arm_that_never_beats_its_start_is_not_converged(setup, tmp_path):
+    """Val labels that contradict the train labels: no step improves the val loss on the untrained start, so the
+    arm keeps its starting weights and must not count as converged (the report's `converged` column shows it)."""
+    from rs3l.models.classifier import build_classifier
+    from rs3l.training.finetune import fit
+
+    c = copy.deepcopy(setup["cfg"])
+    c["finetune"].update(max_steps=200, min_steps=20, val_every=10, warmup_steps=1, patience=3, learning_rate=1e-2)
+    r = np.random.default_rng(5)
+
+    def sample(n, flip):
+        x = r.normal(size=(n, 10, 3)).astype(np.float32)
+        y = (x[:, :, 0].sum(axis=1) > 0).astype(np.int64)
+        return torch.as_tensor(x), torch.ones(n, 10, dtype=torch.bool), torch.as_tensor(1 - y if flip else y)
+
+    torch.manual_seed(0)
+    net = build_classifier("deepsets", {"hidden": 64, "latent_dim": 8}, 3, "mlp", 1, 64)
+    with torch.no_grad():  # a start that predicts exactly chance: every trained step is worse on val
+        net.head[-1].weight.zero_()
+        net.head[-1].bias.zero_()
+    summary = fit(net, sample(200, False), sample(400, True), False, c, seed=1, out_dir=tmp_path)
+    assert summary["best_step"] == 0 and not summary["converged"]
+    assert summary["history"][0]["val_loss"] == pytest.approx(np.log(2), abs=1e-3)
 
 
 def test_lr_schedule_warms_up_then_decays():

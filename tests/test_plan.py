@@ -21,9 +21,15 @@ def _job_table(text: str) -> dict[str, int]:
 
 def test_plan_counts_the_jobs_snakemake_schedules(tmp_path):
     cfg = config.load(REPO / "config" / "smoke.yaml")
-    for overrides in ({}, {"merge": {**cfg["merge"], "chunks_per_part": 1}}):
+    raw = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    # a pool-size scan with one job per deep arm, and the study config itself
+    scan = {"pretrain": {**raw["pretrain"], "pools": [0.5, 1.0]},
+            "finetune": {**raw["finetune"], "arms_per_job": 1, "label_counts": [10]}}
+    study = {k: v for k, v in yaml.safe_load((REPO / "config" / "study-2core.yaml").read_text()).items()
+             if k != "results_dir"}
+    for overrides, base in ((scan, raw), (study, {}), ({"merge": {**cfg["merge"], "chunks_per_part": 1}}, raw)):
         path = tmp_path / "smoke.yaml"
-        path.write_text(yaml.safe_dump({**yaml.safe_load((REPO / "config" / "smoke.yaml").read_text()), **overrides}))
+        path.write_text(yaml.safe_dump({**base, **overrides}))
         res = snakemake("-n", results_dir=tmp_path / "r", configfile=str(path))
         scheduled = _job_table(res.stdout + res.stderr)
         counts = job_counts(config.load(path))

@@ -77,6 +77,17 @@ def lr_factor(step: int, warmup: int, max_steps: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def validation_steps(val_every: int, max_steps: int) -> list[int]:
+    """The optimiser steps after which the val loss is computed: the start (0), then 1, 2, 4, 8, ... below
+    ``val_every``, then every ``val_every`` steps up to ``max_steps``.
+
+    A labelled set of 100 jets is one batch, so every step is an epoch: its best point can come within a
+    few steps, before the first regular validation. Without the early checks such an arm kept an overfit
+    model, or its untrained start."""
+    early = [2 ** k for k in range(max(val_every - 1, 1).bit_length()) if 2 ** k < val_every]
+    return [0] + early + list(range(val_every, max_steps + 1, val_every))
+
+
 def _lightning_module(net, multiclass: bool, ft: dict, weights: np.ndarray | None, weight_decay: float):
     import lightning as L
     import torch
@@ -93,8 +104,7 @@ def _lightning_module(net, multiclass: bool, ft: dict, weights: np.ndarray | Non
         def __init__(self):
             super().__init__()
             self.net = net
-            self._val: list = []
-            self._train_losses: list = []
+            self.train_losses: list = []
             self.register_buffer("weights", None if weights is None else torch.as_tensor(weights, dtype=torch.float32))
 
         def forward(self, *inputs):
@@ -109,33 +119,31 @@ def _lightning_module(net, multiclass: bool, ft: dict, weights: np.ndarray | Non
         def training_step(self, batch, batch_idx):
             *inputs, y = batch
             loss = self._loss(self(*inputs), y)
-            self._train_losses.append(float(loss.detach()))
+            self.train_losses.append(float(loss.detach()))
             return loss
 
-        def on_validation_epoch_start(self):
-            self._val = []
-
-        def validation_step(self, batch, batch_idx):
-            *inputs, y = batch
-            self._val.append((self(*inputs).detach().float().cpu(), y.cpu()))
-
-        def on_validation_epoch_end(self):
-            logits = torch.cat([v[0] for v in self._val])
-            y = torch.cat([v[1] for v in self._val])
-            # one loss over the whole val set (not a mean of batch means): the class weights normalise globally
-            self.log("val_loss", self._loss(logits.to(self.device), y.to(self.device)), prog_bar=True)
+        @torch.no_grad()
+        def validate(self, loader) -> dict:
+            """val_loss (one loss over the whole val set: the class weights normalise globally), val_acc,
+            val_auc, and the mean train loss since the last validation."""
+            was_training = self.training
+            self.eval()
+            out = [(self(*(t.to(self.device) for t in inputs)).float().cpu(), y) for *inputs, y in loader]
+            self.train(was_training)
+            logits, y = torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+            m = {"val_loss": float(self._loss(logits.to(self.device), y.to(self.device)))}
             score = scores_from_logits(logits.numpy(), multiclass)
             y = y.numpy()
             pred = score.argmax(1) if multiclass else (score >= 0.5).astype(int)
-            self.log("val_acc", metrics.accuracy(y, pred))
+            m["val_acc"] = metrics.accuracy(y, pred)
             try:
-                auc = metrics.macro_auc_ovr(y, score) if multiclass else metrics.roc_auc(y, score)
+                m["val_auc"] = metrics.macro_auc_ovr(y, score) if multiclass else metrics.roc_auc(y, score)
             except ValueError:  # one class only in a tiny validation set
-                auc = float("nan")
-            self.log("val_auc", auc, prog_bar=True)
-            if self._train_losses:
-                self.log("train_loss", float(np.mean(self._train_losses)))
-                self._train_losses = []
+                m["val_auc"] = float("nan")
+            if self.train_losses:
+                m["train_loss"] = float(np.mean(self.train_losses))
+                self.train_losses = []
+            return m
 
         def configure_optimizers(self):
             params = [p for p in self.parameters() if p.requires_grad]
@@ -147,42 +155,53 @@ def _lightning_module(net, multiclass: bool, ft: dict, weights: np.ndarray | Non
     return FinetuneModule()
 
 
-def _keep_best_callback():
+def _validation_callback(val_loader, ft: dict):
     import copy
 
     import lightning as L
 
-    class KeepBest(L.Callback):
-        """After every validation: record the curves (``history``) and keep the weights of the lowest val_loss."""
+    class ValidateAndKeepBest(L.Callback):
+        """Validate at :func:`validation_steps`, record the curves (``history``), keep the weights of the lowest
+        val loss, and stop once ``patience`` x ``val_every`` steps passed without a lower one (not before
+        ``min_steps``)."""
 
         def __init__(self):
+            self.schedule = set(validation_steps(ft["val_every"], ft["max_steps"]))
             self.best_loss, self.best_step, self.best_state, self.best_metrics = math.inf, -1, None, {}
             self.history: list[dict] = []
 
-        def on_validation_end(self, trainer, module):
-            if trainer.sanity_checking:
-                return
-            m = {k: float(v) for k, v in trainer.callback_metrics.items()
-                 if k in ("train_loss", "val_loss", "val_acc", "val_auc")}
-            self.history.append({"step": int(trainer.global_step), **m})
-            if m.get("val_loss", math.inf) < self.best_loss:
-                self.best_loss, self.best_step, self.best_metrics = m["val_loss"], int(trainer.global_step), m
+        def run(self, trainer, module, step: int):
+            m = module.validate(val_loader)
+            self.history.append({"step": step, **m})
+            if m["val_loss"] < self.best_loss:
+                self.best_loss, self.best_step, self.best_metrics = m["val_loss"], step, m
                 self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in module.net.state_dict().items()})
+            min_steps = min(ft["min_steps"], ft["max_steps"])
+            if step >= min_steps and step - self.best_step >= ft["patience"] * ft["val_every"]:
+                trainer.should_stop = True
 
-    return KeepBest()
+        def on_train_start(self, trainer, module):
+            # step 0 is a candidate too, so that "no step improved on the start" is seen (and reported)
+            self.run(trainer, module, 0)
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if trainer.global_step in self.schedule:
+                self.run(trainer, module, int(trainer.global_step))
+
+    return ValidateAndKeepBest()
 
 
 def fit(net, train_inputs, val_inputs, multiclass: bool, cfg: dict, seed: int, out_dir: Path,
         weights: np.ndarray | None = None) -> dict:
     """Train ``net`` by steps with early stopping on the val loss; the best weights are loaded into ``net``.
 
-    ``train_inputs``/``val_inputs``: tuples of tensors, the last one the targets. Returns the
-    training summary: ``best_step``, ``stopped_step``, ``converged``, ``best`` (val metrics at
-    the best step) and ``history`` (one entry per validation).
+    ``train_inputs``/``val_inputs``: tuples of tensors, the last one the targets. Validation runs at
+    :func:`validation_steps`. Returns the training summary: ``best_step``, ``stopped_step``, ``converged``
+    (stopped by patience before ``max_steps``, at a step that improved on the untrained start), ``best``
+    (val metrics at the best step) and ``history`` (one entry per validation).
     """
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import EarlyStopping
     from torch.utils.data import DataLoader, TensorDataset
 
     ft, tr = cfg["finetune"], cfg["training"]
@@ -193,29 +212,26 @@ def fit(net, train_inputs, val_inputs, multiclass: bool, cfg: dict, seed: int, o
                           generator=torch.Generator().manual_seed(seed), drop_last=n_train > batch)
     val_dl = DataLoader(TensorDataset(*val_inputs), batch_size=max(tr["batch_size"], 512), shuffle=False)
     module = _lightning_module(net, multiclass, ft, weights, tr.get("weight_decay", 0.0))
-    keep = _keep_best_callback()
+    keep = _validation_callback(val_dl, ft)
     trainer = L.Trainer(
         max_steps=ft["max_steps"], min_steps=min(ft["min_steps"], ft["max_steps"]), max_epochs=-1,
-        val_check_interval=ft["val_every"], check_val_every_n_epoch=None,
+        limit_val_batches=0, num_sanity_val_steps=0,  # validation is the callback's, on its own schedule
         accelerator="cpu" if tr["accelerator"] == "cpu" else "auto",
         devices=1,  # a fine-tune is small; one device keeps the label subset and model selection simple
         precision=tr.get("precision", "32-true"),
-        logger=False, enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
-        enable_progress_bar=False,
-        callbacks=[EarlyStopping(monitor="val_loss", mode="min", patience=ft["patience"],
-                                 check_on_train_epoch_end=False), keep],
-        default_root_dir=str(out_dir),
+        logger=False, enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
+        callbacks=[keep], default_root_dir=str(out_dir),
     )
-    # step 0 is a candidate too: with 10 labelled jets every later step may be worse on val than the
-    # starting point (pre-trained encoder + fresh head, or a random init), and then the start is kept
-    trainer.validate(module, val_dl, verbose=False)
-    trainer.fit(module, train_dl, val_dl)
+    trainer.fit(module, train_dl)
     if keep.best_state is None:
-        raise RuntimeError("fine-tuning produced no finite validation loss; check the data and learning rate "
-                           f"(finetune.val_every = {ft['val_every']} must be <= finetune.max_steps)")
+        raise RuntimeError("fine-tuning produced no finite validation loss; check the data and learning rate")
     net.load_state_dict(keep.best_state)
     stopped = int(trainer.global_step)
-    return {"best_step": keep.best_step, "stopped_step": stopped, "converged": stopped < ft["max_steps"],
+    improved = keep.best_step > 0
+    if not improved:
+        log.warning("no step improved the val loss on the untrained start (%.4f): the arm keeps its starting "
+                    "weights and counts as not converged", keep.best_loss)
+    return {"best_step": keep.best_step, "stopped_step": stopped, "converged": stopped < ft["max_steps"] and improved,
             "max_steps": ft["max_steps"], "best": keep.best_metrics, "history": keep.history}
 
 
