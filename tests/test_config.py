@@ -3,6 +3,7 @@
 import pytest
 
 from rs3l import config, seeds
+from rs3l.resolve import resolve
 
 
 def test_defaults_are_filled_from_the_schema(cfg):
@@ -27,7 +28,7 @@ def test_defaults_are_filled_from_the_schema(cfg):
 ])
 def test_invalid_config_is_rejected_with_the_key_named(bad, message):
     with pytest.raises(config.ConfigError, match=message):
-        config.resolve(bad)
+        resolve(bad)
 
 
 def test_seed_derivation_is_deterministic_and_separates_streams():
@@ -37,3 +38,9 @@ def test_seed_derivation_is_deterministic_and_separates_streams():
     assert len(others) == 4
     assert seeds.derive_seed(2, "top", 0, "nominal", 0, "shower", 7) != a
     assert 1 <= a <= seeds.PYTHIA_SEED_MAX
+
+
+def test_the_core_points_callers_of_the_old_resolve_to_rs3l_resolve():
+    """rs3l.config no longer resolves (it would skip the stages' checks): the error says where it went."""
+    with pytest.raises(AttributeError, match=r"rs3l\.config\.load moved to rs3l\.resolve\.load"):
+        config.load("config/config.yaml")

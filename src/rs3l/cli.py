@@ -199,7 +199,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    from rs3l.config import ConfigError, load
+    from rs3l.config import ConfigError
+    from rs3l.resolve import load
 
     if os.environ.get("SLURM_JOB_ID"):
         log.info("rs3l %s running as Slurm job %s on %s", args.command, os.environ["SLURM_JOB_ID"],

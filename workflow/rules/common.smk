@@ -5,15 +5,16 @@ import re
 import yaml
 
 from rs3l import config as rs3l_config
+from rs3l import resolve as rs3l_resolve
 from rs3l.evaluation import ablation as rs3l_ablation
 from rs3l import plan as rs3l_plan
 from rs3l.physics import lhe_input as rs3l_lhe_input
 from rs3l.atomic import write_text_if_changed
 from rs3l.data.fragment_list import write_fragment_list
 
-# Cross-reference checks (view, process and class names) on top of the schema;
-# raises rs3l.config.ConfigError naming the key before any job runs.
-config.update(rs3l_config.resolve(config))
+# Defaults, catalogues and every check (view, process and class names, the stages' checks, the
+# ablation grid) on top of the schema; raises rs3l.config.ConfigError naming the key before any job runs.
+config.update(rs3l_resolve.resolve(config))
 
 R = config["results_dir"]
 CONFIG = f"{R}/config.yaml"

@@ -69,10 +69,3 @@ def log_model(model: nn.Module, name: str, features: list[str]) -> str:
                                     metadata={"inputs": list(features) + ["mask"]}, serialization_format="pickle")
     return info.model_uri
 
-
-def log_encoder_file(path: str | Path, name: str = "encoder") -> str:
-    """Log the encoder saved in ``encoder.pt`` (``rs3l pretrain``) as MLflow model ``name``; returns its URI."""
-    from rs3l.training.pretrain import load_encoder
-
-    encoder, info = load_encoder(path)
-    return log_model(encoder, name, list(info["features"]))
