@@ -157,3 +157,13 @@ def test_a_results_dir_that_cannot_hold_results_is_a_one_line_error_before_any_j
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and f"rs3l plan: error: {line}" in res.stderr, res.stderr
     assert sorted(p for p in tmp_path.rglob("*") if p.name != "c.yaml") == before
+
+
+def test_an_unused_catalogue_entry_may_label_a_class_the_config_lacks():
+    """A config with fewer classes keeps the built-in processes it does not simulate; a simulated one must
+    label a class of the config."""
+    cfg = resolve({"classes": ["q", "c", "b", "g", "top"], "simulation": {"processes": ["qcd", "top"]},
+                   "science": {"anomaly": {"class": "top", "background": ["q", "g"]}}})
+    assert cfg["processes"]["wqq"]["labelling"]["label"] == "wqq"
+    with pytest.raises(config.ConfigError, match=r"processes\.wqq\.labelling\.label 'wqq' is not a class; classes: q"):
+        resolve({"classes": ["q", "c", "b", "g", "top"], "simulation": {"processes": ["qcd", "wqq"]}})

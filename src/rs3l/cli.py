@@ -128,6 +128,10 @@ def _evaluate(p):
     p.add_argument("--out", required=True, help="metrics JSON")
 
 
+def _ui(p):
+    p.add_argument("--port", type=int, default=None, help="port of the UI on 127.0.0.1 (default: a free one)")
+
+
 def _plan(p):
     p.add_argument("--profile", default=None, help="Slurm profile whose group-components bundle jobs "
                    "(default: workflow/profiles/slurm/config.yaml)")
@@ -177,6 +181,8 @@ COMMANDS = {
                         "R², anomaly AUC), plots and a sentence naming the winners", _ablation_report),
     "export-onnx": ("rs3l.models.onnx_export:main", "export a fine-tuned classifier or a pre-trained encoder as ONNX "
                     "(inputs x, mask; dynamic batch and particle axes)", _export_onnx),
+    "ui": ("rs3l.ui:main", "start the MLflow UI on the run's store (the config's tracking.uri or "
+           "<results_dir>/mlflow.db) and print the URL of the experiment's training runs; Ctrl-C stops it", _ui),
     "plan": ("rs3l.plan:main", "jobs, Slurm submissions, CPU-hours, disk and merged jets of a config, before a run", _plan),
 }
 
