@@ -18,7 +18,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from rs3l import config
+from rs3l.resolve import load
 from rs3l.physics.generate import generate
 from rs3l.physics.resimulate import resimulate
 
@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    cfg = config.load(args.config)
+    cfg = load(args.config)
     with tempfile.TemporaryDirectory() as tmp:
         lhe_path = Path(tmp) / "hard.lhe.gz"
         generate(cfg, args.process, args.events, lhe_path, chunk=0)

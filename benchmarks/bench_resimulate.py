@@ -30,7 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from rs3l import config, seeds
+from rs3l import seeds
+from rs3l.resolve import load
 from rs3l.physics.generate import generate
 from rs3l.physics.pythia import make_pythia
 from rs3l.physics.resimulate import pythia_settings, resimulate, seeded_pythia
@@ -81,7 +82,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5, help="runs; medians are reported")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    cfg = copy.deepcopy(config.load(args.config))
+    cfg = copy.deepcopy(load(args.config))
     cfg["simulation"]["batch_size"] = args.batch_size = args.batch_size or cfg["simulation"]["batch_size"]
     runs = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore")
     import torch
 
-    from rs3l.config import load
+    from rs3l.resolve import load
     from rs3l.training.data import JetDataModule
 
     cfg = load(args.config)

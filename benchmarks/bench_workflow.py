@@ -52,8 +52,8 @@ def replicate(fragments: list[Path], copies: int, out: Path) -> list[Path]:
 def merge_peak_mb(config: Path, fragments: list[Path], out_dir: Path) -> float:
     code = (
         "import resource, sys\n"
-        "from rs3l import config\nfrom rs3l.data.merge import merge\n"
-        f"merge(config.load({str(config)!r}), sys.argv[1:], {str(out_dir)!r})\n"
+        "from rs3l.data.merge import merge\nfrom rs3l.resolve import load\n"
+        f"merge(load({str(config)!r}), sys.argv[1:], {str(out_dir)!r})\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
     )
     res = subprocess.run([sys.executable, "-c", code, *map(str, fragments)], check=True, capture_output=True, text=True)

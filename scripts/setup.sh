@@ -4,6 +4,8 @@
 #   bash scripts/setup.sh --with-slurm # also the Debian packages of a single-node Slurm (tests):
 #                                      # slurmctld slurmd slurm-client munge, via apt-get (root);
 #                                      # their system services are neither started nor enabled
+#   bash scripts/setup.sh --with-browser # also the Debian package chromium (headless browser of the
+#                                      # `rs3l ui` test), via apt-get (root), without recommended packages
 #   bash scripts/setup.sh --no-profile # do not link the slurm profile into ~/.config/snakemake
 # It also links rs3l's Slurm profile to $XDG_CONFIG_HOME/snakemake/slurm (~/.config/snakemake/slurm)
 # so that `snakemake --profile slurm` finds it, unless a profile of that name already exists
@@ -12,12 +14,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 with_slurm=0
+with_browser=0
 with_profile=1
 for arg in "$@"; do
     case $arg in
         --with-slurm) with_slurm=1 ;;
+        --with-browser) with_browser=1 ;;
         --no-profile) with_profile=0 ;;
-        *) echo "setup: unknown option $arg (use --with-slurm, --no-profile)" >&2; exit 1 ;;
+        *) echo "setup: unknown option $arg (use --with-slurm, --with-browser, --no-profile)" >&2; exit 1 ;;
     esac
 done
 
@@ -34,19 +38,22 @@ pip_install --upgrade pip
 python -c "import torch" 2>/dev/null || pip_install "torch==2.13.0"
 pip_install -e ".[test]"
 
-# The Debian packages of the private test cluster (scripts/slurm-local.sh). Debian's maintainer
-# scripts would start and enable munge, slurmctld and slurmd as system services: a policy-rc.d
-# that denies every start is in place during the install (an existing one is kept as it is), and
-# services the install enabled are disabled again. Nothing else of the system is changed.
+# Debian packages: those of the private test cluster (scripts/slurm-local.sh) and the headless
+# browser of the UI test. Debian's maintainer scripts would start and enable munge, slurmctld and
+# slurmd as system services: a policy-rc.d that denies every start is in place during the install
+# (an existing one is kept as it is), and services the install enabled are disabled again. Nothing
+# else of the system is changed.
 daemon_pids() { local n; for n in munged slurmctld slurmd; do pgrep -x "$n" || true; done | tr '\n' ' '; }
-install_slurm_packages() {
-    local pkgs=(slurmctld slurmd slurm-client munge) services=(munge slurmctld slurmd) missing=() p s
-    for p in "${pkgs[@]}"; do
+# install_packages "<apt-get options>" package...
+install_packages() {
+    local options=$1 services=(munge slurmctld slurmd) missing=() p s
+    shift
+    for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     (( ${#missing[@]} )) || return 0
     [[ $(id -u) == 0 ]] || { echo "setup: installing ${missing[*]} needs root (apt-get)" >&2; exit 1; }
-    echo "setup: installing the Debian packages ${missing[*]} (apt-get); their system services are not started or enabled"
+    echo "setup: installing the Debian packages ${missing[*]} (apt-get); no system service is started or enabled"
     local policy=/usr/sbin/policy-rc.d ours="# rs3l scripts/setup.sh: deny service starts during apt-get install"
     local placed=0
     if [[ -e $policy || -L $policy ]]; then
@@ -68,7 +75,8 @@ install_slurm_packages() {
     before_pids=" $(daemon_pids) "
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
+    # shellcheck disable=SC2086
+    apt-get install -y -qq $options "${missing[@]}" >/dev/null
     if [[ $placed == 1 ]]; then
         grep -qxF "$ours" "$policy" 2>/dev/null && rm -f "$policy"
         trap - EXIT
@@ -91,7 +99,11 @@ install_slurm_packages() {
     done
 }
 if [[ $with_slurm == 1 ]]; then
-    install_slurm_packages
+    install_packages "" slurmctld slurmd slurm-client munge
+fi
+if [[ $with_browser == 1 ]]; then
+    # no recommended packages: they would bring services (upower, udev, a notification daemon)
+    install_packages "--no-install-recommends" chromium fonts-liberation
 fi
 if [[ $with_profile == 1 ]]; then
     bash scripts/install-profile.sh

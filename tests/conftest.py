@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rs3l import config
+from rs3l.resolve import load
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -18,7 +18,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 @pytest.fixture(scope="session")
 def cfg() -> dict:
     """The default config, resolved (defaults filled in)."""
-    return config.load(REPO / "config" / "config.yaml")
+    return load(REPO / "config" / "config.yaml")
 
 
 @pytest.fixture(scope="session")

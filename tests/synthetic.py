@@ -182,7 +182,7 @@ def make_config(results_dir, classes=None, views=None, **sections) -> dict:
 
     ``sections`` update the named config sections (e.g. ``pretrain={"epochs": 2}``).
     """
-    from rs3l.config import resolve
+    from rs3l.resolve import resolve
 
     classes = list(classes or DEFAULT_CLASSES)
     views = list(views or DEFAULT_VIEWS)

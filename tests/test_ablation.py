@@ -15,6 +15,7 @@ import yaml
 
 from conftest import REPO, VENV_BIN, snakemake
 from rs3l import config
+from rs3l.resolve import load, resolve
 from rs3l.cli import COMMANDS
 from rs3l.config import ConfigError
 from rs3l.evaluation import ablation
@@ -35,7 +36,7 @@ GRID = {"objectives": ["ntxent", "vicreg"], "augmentations": {"pairs": ["nominal
 def test_grid_expands_into_one_resolved_config_per_variant(tmp_path):
     """objectives x augmentation sets + hand-named variants; each variant's config carries its overrides, the
     shared ones, cheap probes only and its grid cell, and does not change when another variant is added."""
-    cfg = config.resolve(smoke_with(GRID, tmp_path))
+    cfg = resolve(smoke_with(GRID, tmp_path))
     configs = ablation.check(cfg)
     assert list(configs) == ["ntxent-pairs", "vicreg-pairs", "ntxent-t05"]
     v = configs["vicreg-pairs"]
@@ -51,7 +52,7 @@ def test_grid_expands_into_one_resolved_config_per_variant(tmp_path):
     assert base["evaluate"]["random_encoder"] and base["evaluate"]["substructure_bdt"] and "ablation" not in base
     assert ablation.held_out_view(cfg, configs) == "fsr_up"  # the only simulated view no variant uses
     assert ablation.robustness_fraction(cfg) == 0.5  # smoke: fractions [0.5, 1.0]
-    bigger = config.resolve(smoke_with({**GRID, "variants": {**GRID["variants"], "vicreg-t2": {"objective": "vicreg"}}},
+    bigger = resolve(smoke_with({**GRID, "variants": {**GRID["variants"], "vicreg-t2": {"objective": "vicreg"}}},
                                        tmp_path))
     assert config.config_hash(ablation.variant_config(bigger, "vicreg-pairs")) == config.config_hash(v)
 
@@ -70,7 +71,7 @@ def test_grid_expands_into_one_resolved_config_per_variant(tmp_path):
 def test_bad_ablation_config_is_rejected_at_resolution_naming_the_key(tmp_path, section, message):
     """A typo in a variant fails when the config is resolved (before any job), naming the variant and the key."""
     with pytest.raises(ConfigError) as err:
-        config.resolve(smoke_with(section, tmp_path))
+        resolve(smoke_with(section, tmp_path))
     assert message in str(err.value)
 
 
@@ -82,7 +83,7 @@ def _supported(raw: dict) -> dict:
 
     def ok(pretrain):
         try:
-            config.resolve({**base, "pretrain": {**base["pretrain"], **pretrain}})
+            resolve({**base, "pretrain": {**base["pretrain"], **pretrain}})
             return True
         except ConfigError:
             return False
@@ -107,7 +108,7 @@ def test_dry_run_of_the_ablation_config_schedules_every_variant_and_lints_clean(
     results = tmp_path / "r"
     res = snakemake("-n", results_dir=results, configfile=str(path))
     jobs = _job_counts(res.stdout)
-    variants = ablation.grid(config.resolve({**raw, "results_dir": str(results)}))
+    variants = ablation.grid(resolve({**raw, "results_dir": str(results)}))
     n = len(variants)
     assert jobs["pretrain_variant"] == n and jobs["probe_variant"] == n
     assert jobs["probe_baselines"] == 1 and jobs["ablation_report"] == 1
@@ -180,7 +181,7 @@ SCIENCE = {"encoder": "x/encoder.pt",
 def test_ablation_report_table_sentence_and_missing_entries(tmp_path):
     """Mean ± std over seeds per variant and fraction, W1 on the held-out view at the robustness fraction, science
     means, "—" where science did not run, baselines as rows, and the winners named with their significance."""
-    cfg = config.resolve(smoke_with(REPORT_GRID, tmp_path / "results"))
+    cfg = resolve(smoke_with(REPORT_GRID, tmp_path / "results"))
     folder = tmp_path / "results" / "ablation"
     _write_results(folder)
     out = ablation.report(cfg, folder)
@@ -260,7 +261,7 @@ def test_ablation_report_cli_help():
 
 
 def test_report_without_a_grid_is_refused(tmp_path):
-    cfg = config.resolve({**yaml.safe_load((REPO / "config" / "smoke.yaml").read_text()),
+    cfg = resolve({**yaml.safe_load((REPO / "config" / "smoke.yaml").read_text()),
                           "results_dir": str(tmp_path)})
     with pytest.raises(ConfigError, match="no ablation grid"):
         ablation.report(copy.deepcopy(cfg), tmp_path)
@@ -288,7 +289,7 @@ def test_ablation_workflow_runs_end_to_end_on_smoke_data(tmp_path):
     assert "top_vs_qcd: on label efficiency (linear-probe AUC at 50% of the labels)" in md
     from rs3l import tracking
 
-    cfg = config.load(results / "config.yaml")
+    cfg = load(results / "config.yaml")
     client = tracking.client(cfg)
     parent = tracking.parent_run_id(cfg)
     runs = client.search_runs([tracking.experiment_id(cfg)], "tags.`rs3l.stage` = 'pretrain'")
@@ -302,7 +303,7 @@ def test_ablation_workflow_runs_end_to_end_on_smoke_data(tmp_path):
                     reason="objective jepa and hand-crafted augmentations arrive from another branch (issue #12)")
 def test_full_grid_resolves_to_eighteen_variants():
     """config/ablation_full.yaml: ntxent, vicreg, jepa x {resim, handcrafted, both} x views_per_jet {2, 4}."""
-    cfg = config.load(REPO / "config" / "ablation_full.yaml")
+    cfg = load(REPO / "config" / "ablation_full.yaml")
     configs = ablation.check(cfg)
     assert len(configs) == 18 and "jepa-handcrafted-v4" in configs
     assert configs["jepa-handcrafted-v4"]["pretrain"]["views_per_jet"] == 4

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rs3l import config
+from rs3l.resolve import resolve
 from rs3l.physics import jets as jets_module
 from rs3l.physics.features import derived_features
 from rs3l.seeds import rng
@@ -199,14 +200,14 @@ def test_view_names_parse_and_unknown_names_are_rejected_at_config_resolution(cf
     bad = {**cfg, "pretrain": {**cfg["pretrain"], "augment_views": ["nominal", "seed+spin"]}}
     with pytest.raises(config.ConfigError, match=r"unknown augmentation\(s\) \['spin'\]; known: rotate, translate, "
                                                  r"smear, collinear, random_field, jetclr"):
-        config.resolve(bad)
+        resolve(bad)
     bad = {**cfg, "pretrain": {**cfg["pretrain"], "augment_views": ["jetclr+seed"]}}
     with pytest.raises(config.ConfigError, match="may only come first"):
-        config.resolve(bad)
+        resolve(bad)
     bad = {**cfg, "pretrain": {**cfg["pretrain"], "augment_views": ["nominal", "seed"], "views_per_jet": 3}}
     with pytest.raises(config.ConfigError, match="views_per_jet = 3 needs at least 3"):
-        config.resolve(bad)
-    ok = config.resolve({**cfg, "pretrain": {**cfg["pretrain"], "augment_views": ["jetclr"], "views_per_jet": 3}})
+        resolve(bad)
+    ok = resolve({**cfg, "pretrain": {**cfg["pretrain"], "augment_views": ["jetclr"], "views_per_jet": 3}})
     assert ok["pretrain"]["augmentations"]["smear"] == {"scale_gev": 0.1, "pt_min_gev": 0.1}
 
 

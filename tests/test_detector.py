@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from rs3l import config, seeds
+from rs3l.resolve import resolve
 from rs3l.physics import detector
 
 PDG = {"photon": 22, "pi+": 211, "k_long": 130, "electron": 11, "muon": 13}
@@ -249,7 +250,7 @@ def test_same_seed_same_response_other_seed_other_response(params):
 ])
 def test_bad_detector_config_is_rejected_naming_the_key(bad, message):
     with pytest.raises(config.ConfigError, match=message):
-        config.resolve(bad)
+        resolve(bad)
 
 
 def test_a_view_override_changes_only_the_key_it_names(cfg):

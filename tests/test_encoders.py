@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from conftest import assert_padding_ignored
-from rs3l.config import ConfigError, resolve
+from rs3l.config import ConfigError
+from rs3l.resolve import resolve
 from rs3l.models.encoders import ENCODERS, build_encoder
 
 NAMES = ["particlenet", "transformer", "deepsets"]

@@ -24,6 +24,7 @@ import yaml
 
 from conftest import REPO, VENV_BIN, snakemake
 from rs3l import config
+from rs3l.resolve import load, resolve
 from rs3l.data import merge
 from rs3l.physics import lhe, lhe_input
 from rs3l.physics.lhe_input import LHEInputError
@@ -44,7 +45,7 @@ def _cfg(pattern, results_dir=None, **kwargs) -> dict:
     raw = _raw(pattern, **kwargs)
     if results_dir is not None:
         raw["results_dir"] = str(results_dir)
-    return config.resolve(raw)
+    return resolve(raw)
 
 
 def _source_events(path):
@@ -230,7 +231,7 @@ def test_bad_process_source_is_rejected_at_config_resolution(proc, message):
     if proc.get("lhe", "") is None:
         del raw["processes"]["ttmg"]["lhe"]
     with pytest.raises(config.ConfigError, match=message):
-        config.resolve(raw)
+        resolve(raw)
 
 
 def test_lhe_process_defaults_leave_pythia_processes_unchanged():
@@ -259,7 +260,7 @@ def test_dry_run_schedules_split_lhe_instead_of_generate(tmp_path):
     assert not [j for j in jobs if j.startswith("generate:") and "process=ttmg" in j]
     assert [j for j in jobs if j.startswith("resimulate:") and "/lhe/ttmg/chunk1.lhe.gz" in j]
     scheduled.pop("total")
-    assert scheduled == job_counts(config.load(path))
+    assert scheduled == job_counts(load(path))
 
 
 def test_plan_counts_lhe_chunks_from_the_events_of_the_files():

@@ -1,17 +1,72 @@
-"""MLflow as users expect: the experiment opens on its training runs, encoders and classifiers are MLflow models."""
+"""MLflow as users expect: the experiment opens on its training runs, encoders and classifiers are MLflow models
+in MLflow's safe ``pt2`` format (loading them runs no pickled code and needs no rs3l)."""
+
+import contextlib
+import logging
+import subprocess
+import sys
+import warnings
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from rs3l import tracking
-from rs3l.models.classifier import load_model
-from rs3l.models.mlflow_model import pack
+from rs3l.models.classifier import build_classifier, load_model
+from rs3l.models.encoders import build_encoder, encoder_params
+from rs3l.models.inference import random_jets
+from rs3l.models.mlflow_model import log_model, pack
+from rs3l.resolve import resolve
 from rs3l.training.data import load_arrays
 from rs3l.training.finetune import finetune
 from rs3l.training.pretrain import load_encoder, run
 from synthetic import make_config, make_dataset
+
+# (batch, particles): past the logged example's 24 particles, a single jet, single-particle jets
+SHAPES = ((7, 33), (1, 5), (3, 1), (5, 64))
+
+
+@contextlib.contextmanager
+def pickle_warnings():
+    """Collects what MLflow says about pickle while logging (its loggers do not propagate to pytest's)."""
+    said = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            said.append(record.getMessage())
+
+    handler, logger = Collect(level=logging.WARNING), logging.getLogger("mlflow")
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield said
+        said += [str(w.message) for w in caught]
+    finally:
+        logger.removeHandler(handler)
+    said[:] = [m for m in said if "pickle" in m.lower()]
+
+
+def assert_loads_without_pickle_and_matches(uri, module, n_features, monkeypatch):
+    """pyfunc loads the model with pickle disallowed (MLflow then checks the pt2 archive holds no pickled
+    object) and reproduces ``module`` (x, mask) to 1e-5 at every shape of SHAPES."""
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    model = mlflow.pyfunc.load_model(uri)
+    for i, (b, p) in enumerate(SHAPES):
+        x, mask = random_jets(n_features, b, p, seed=10 + i)
+        with torch.no_grad():
+            ref = module.eval()(x, mask).numpy()
+        np.testing.assert_allclose(model.predict(pack(x, mask).numpy()), ref, atol=1e-5, rtol=1e-5)
+    assert model.metadata.get_input_schema().inputs[0].shape == (-1, -1, n_features + 1)
+    assert model.metadata.metadata["rs3l_format"] == "pt2"
+    return model
+
+
+def model_files(uri) -> set[str]:
+    return {Path(p).name for p in Path(mlflow.artifacts.download_artifacts(uri)).rglob("*")}
 
 
 @pytest.fixture(scope="module")
@@ -40,33 +95,106 @@ def test_experiment_opens_in_the_model_training_view(setup):
     assert c.get_experiment(bare).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
-def test_pretrained_encoder_is_an_mlflow_model(setup):
+def test_pretrained_encoder_is_an_mlflow_model(setup, monkeypatch):
     out = setup["tmp"] / "pretrain"
-    s = run(setup["cfg"], setup["data"], out)
+    with pickle_warnings() as said:
+        s = run(setup["cfg"], setup["data"], out)
+    assert not said
     encoder, info = load_encoder(out / "encoder.pt")
-    loaded = mlflow.pytorch.load_model(f"runs:/{s['run_id']}/encoder")
-    x, mask = setup["x"], setup["mask"]
-    with torch.no_grad():
-        ref = encoder.eval()(x, mask)
-        assert torch.allclose(loaded(pack(x, mask)), ref, atol=1e-6)
-        assert torch.allclose(loaded.model(x, mask), ref, atol=1e-6)  # the rs3l (x, mask) module inside
+    uri = f"runs:/{s['run_id']}/encoder"
+    assert "model.pt2" in model_files(uri) and "model.pth" not in model_files(uri)
     # pyfunc: numpy in, numpy out, any number of particles (the signature leaves that axis free)
-    model = mlflow.pyfunc.load_model(f"runs:/{s['run_id']}/encoder")
-    jets = pack(x[:, :9], mask[:, :9]).numpy()
-    with torch.no_grad():
-        np.testing.assert_allclose(model.predict(jets), encoder(x[:, :9], mask[:, :9]).numpy(), atol=1e-6)
-    assert model.metadata.get_input_schema().inputs[0].shape == (-1, -1, len(info["features"]) + 1)
-
-
-def test_finetuned_classifier_is_an_mlflow_model(setup):
-    out = setup["tmp"] / "scratch"
-    meta = finetune(setup["cfg"], setup["data"], "top_vs_q", "scratch", 1.0, out)
-    net, _ = load_model(out)
-    loaded = mlflow.pytorch.load_model(f"runs:/{meta['mlflow_run_id']}/classifier")
+    assert_loads_without_pickle_and_matches(uri, encoder, len(info["features"]), monkeypatch)
+    loaded = mlflow.pytorch.load_model(uri)  # the exported module: one input, the mask as the last column
     x, mask = setup["x"], setup["mask"]
     with torch.no_grad():
-        ref = net(x, mask)
-        assert ref.shape == (len(x), 1)
-        assert torch.allclose(loaded(pack(x, mask)), ref, atol=1e-6)
+        assert torch.allclose(loaded(pack(x, mask)), encoder.eval()(x, mask), atol=1e-5)
+
+
+def test_finetuned_classifier_is_an_mlflow_model(setup, monkeypatch):
+    out = setup["tmp"] / "scratch"
+    with pickle_warnings() as said:
+        meta = finetune(setup["cfg"], setup["data"], "top_vs_q", "scratch", 1.0, out)
+    assert not said
+    net, model_meta = load_model(out)
+    uri = f"runs:/{meta['mlflow_run_id']}/classifier"
+    assert "model.pt2" in model_files(uri)
+    assert_loads_without_pickle_and_matches(uri, net, int(model_meta["n_features"]), monkeypatch)
+    x, mask = setup["x"], setup["mask"]
+    with torch.no_grad():
+        assert net(x, mask).shape == (len(x), 1)
     run = mlflow.MlflowClient(tracking.tracking_uri(setup["cfg"])).get_run(meta["mlflow_run_id"])
     assert run.data.tags["rs3l.stage"] == "finetune"
+
+
+FEATURES = ["part_deta", "part_dphi", "part_log_pt", "part_log_e", "part_charge"]
+
+
+def small_config():
+    return resolve({"training": {"features": FEATURES},
+                    "encoders": {"particlenet": {"k": 4, "channels": [16, 16], "hidden": 32},
+                                 "deepsets": {"hidden": 32}, "transformer": {"dim": 16, "heads": 2}}})
+
+
+@pytest.mark.parametrize("what", ["particlenet", "transformer", "deepsets", "particle_transformer",
+                                  "classifier(particlenet)"])
+def test_every_encoder_and_a_classifier_log_in_the_safe_format(setup, what, monkeypatch):
+    """Logged with serialization_format pt2 and no pickle warning; loads with pickle disallowed, same outputs."""
+    cfg = small_config()
+    torch.manual_seed(0)
+    if what.startswith("classifier"):
+        name = what[len("classifier("):-1]
+        module = build_classifier(name, encoder_params(name, cfg), len(FEATURES), "mlp", 3, 16)
+    else:
+        module = build_encoder(what, cfg, len(FEATURES))
+    module.eval()
+    tracking.client(setup["cfg"])  # the test store
+    with pickle_warnings() as said, mlflow.start_run(experiment_id=tracking.experiment_id(setup["cfg"]), run_name=what):
+        uri = log_model(module, "model", FEATURES)
+    assert not said
+    assert "model.pt2" in model_files(uri) and "model.pth" not in model_files(uri)
+    assert_loads_without_pickle_and_matches(uri, module, len(FEATURES), monkeypatch)
+
+
+def test_loading_needs_neither_pickle_nor_rs3l(setup, tmp_path):
+    """A fresh Python in which `import rs3l` fails loads the logged encoder and predicts what it predicts here."""
+    module = build_encoder("particlenet", small_config(), len(FEATURES)).eval()
+    tracking.client(setup["cfg"])
+    with mlflow.start_run(experiment_id=tracking.experiment_id(setup["cfg"]), run_name="no-rs3l"):
+        uri = log_model(module, "model", FEATURES)
+    x, mask = random_jets(len(FEATURES), 6, 17, seed=5)
+    np.save(tmp_path / "jets.npy", pack(x, mask).numpy())
+    code = ("import sys; sys.modules['rs3l'] = None; sys.modules['weaver'] = None\n"
+            "import mlflow, numpy as np\n"
+            f"mlflow.set_tracking_uri({tracking.tracking_uri(setup['cfg'])!r})\n"
+            f"model = mlflow.pyfunc.load_model({uri!r})\n"
+            f"np.save({str(tmp_path / 'out.npy')!r}, model.predict(np.load({str(tmp_path / 'jets.npy')!r})))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false", "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    with torch.no_grad():
+        np.testing.assert_allclose(np.load(tmp_path / "out.npy"), module(x, mask).numpy(), atol=1e-5, rtol=1e-5)
+
+
+class NotAnRs3lEncoder(nn.Module):
+    """(x, mask) -> (batch, 2), with no inference form: logged pickled."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(len(FEATURES), 2)
+
+    def forward(self, x, mask):
+        return (self.lin(x) * mask.unsqueeze(-1)).sum(1)
+
+
+def test_a_module_without_an_inference_form_falls_back_to_pickle_and_says_so(setup, monkeypatch, caplog):
+    tracking.client(setup["cfg"])
+    with caplog.at_level(logging.WARNING, logger="rs3l.models.mlflow_model"), pickle_warnings() as said, \
+            mlflow.start_run(experiment_id=tracking.experiment_id(setup["cfg"]), run_name="fallback"):
+        uri = log_model(NotAnRs3lEncoder(), "model", FEATURES)
+    assert "MLflow model of a NotAnRs3lEncoder: no inference form" in caplog.text and "logged pickled" in caplog.text
+    assert said  # MLflow's own pickle warning: what the safe format avoids (and what pickle_warnings catches)
+    assert "model.pth" in model_files(uri)
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    with pytest.raises(mlflow.exceptions.MlflowException, match="pickle"):
+        mlflow.pyfunc.load_model(uri)

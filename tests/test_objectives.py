@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rs3l.config import resolve
+from rs3l.resolve import resolve
 from rs3l.models import objectives
 from rs3l.models.objectives import (alignment, get_objective, knn_accuracy, ntxent, objective_from_config,
                                     pair_similarities, uniformity, vicreg, vicreg_terms)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rs3l.cli import main as cli_main
-from rs3l.config import resolve
+from rs3l.resolve import resolve
 from rs3l.models.classifier import MODEL_FILE, build_classifier
 from rs3l.models.encoders import build_encoder, encoder_params
 from rs3l.training.pretrain import load_encoder, save_encoder

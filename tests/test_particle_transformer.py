@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import assert_padding_ignored
-from rs3l.config import resolve
+from rs3l.resolve import resolve
 from rs3l.models.classifier import build_classifier
 from rs3l.models.encoders import build_encoder, encoder_params
 from rs3l.models.mlflow_model import pack

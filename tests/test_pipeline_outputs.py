@@ -14,7 +14,7 @@ from pathlib import Path
 import requests
 
 from conftest import VENV_BIN
-from rs3l import config
+from rs3l.resolve import load
 
 
 def test_smoke_pretraining_lowers_the_loss_and_separates_pairs(smoke_run):
@@ -30,7 +30,7 @@ def test_smoke_pretraining_lowers_the_loss_and_separates_pairs(smoke_run):
 
 def test_results_table_has_every_arm_with_values_in_range(smoke_run):
     results = smoke_run["results"]
-    cfg = config.load(results / "config.yaml")
+    cfg = load(results / "config.yaml")
     rows = list(csv.DictReader((results / "summary" / "results.csv").open()))
     arms = {(r["task"], r["method"], r["mode"], float(r["label_fraction"])) for r in rows}
     ft, ev = cfg["finetune"], cfg["evaluate"]

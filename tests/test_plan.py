@@ -10,6 +10,7 @@ import yaml
 
 from conftest import REPO, VENV_BIN, snakemake
 from rs3l import config
+from rs3l.resolve import load, resolve
 from rs3l.plan import format_plan, job_counts, plan
 
 
@@ -20,7 +21,7 @@ def _job_table(text: str) -> dict[str, int]:
 
 
 def test_plan_counts_the_jobs_snakemake_schedules(tmp_path):
-    cfg = config.load(REPO / "config" / "smoke.yaml")
+    cfg = load(REPO / "config" / "smoke.yaml")
     raw = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
     # a pool-size scan with one job per deep arm, and the study config itself
     scan = {"pretrain": {**raw["pretrain"], "pools": [0.5, 1.0]},
@@ -32,7 +33,7 @@ def test_plan_counts_the_jobs_snakemake_schedules(tmp_path):
         path.write_text(yaml.safe_dump({**base, **overrides}))
         res = snakemake("-n", results_dir=tmp_path / "r", configfile=str(path))
         scheduled = _job_table(res.stdout + res.stderr)
-        counts = job_counts(config.load(path))
+        counts = job_counts(load(path))
         assert scheduled.pop("total") == sum(counts.values())
         assert scheduled == counts
     out = subprocess.run([str(Path(VENV_BIN) / "rs3l"), "plan", "--config", str(path)], cwd=REPO,
@@ -42,7 +43,7 @@ def test_plan_counts_the_jobs_snakemake_schedules(tmp_path):
 
 
 def test_plan_bundles_grouped_jobs_as_the_slurm_profile_says(tmp_path):
-    cfg = config.load(REPO / "config" / "study.yaml")
+    cfg = load(REPO / "config" / "study.yaml")
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "simulation.smk").write_text('rule resimulate:\n    input:\n        "x"\n    group:\n        "resim"\n'
@@ -74,7 +75,7 @@ def test_misspelt_pythia_setting_fails_the_dry_run_naming_view_and_setting(tmp_p
 
 
 def test_pythia_check_names_process_settings_and_out_of_range_values():
-    cfg = config.load(REPO / "config" / "smoke.yaml")
+    cfg = load(REPO / "config" / "smoke.yaml")
     cases = [("processes", "top", ["Top:gg2ttbar = on", "Top:gg2ttbarr = on"], "processes.top.settings: Pythia does not know"),
              ("views", "fsr_up", ["TimeShower:renormMultFac = 100"], "views.fsr_up.settings: Pythia rejects "
               "'TimeShower:renormMultFac = 100' (variable recognized, but its value is out of range)")]
@@ -82,14 +83,14 @@ def test_pythia_check_names_process_settings_and_out_of_range_values():
         raw = {k: v for k, v in cfg.items()}
         raw[kind] = {**cfg[kind], name: {**cfg[kind][name], "settings": settings}}
         try:
-            config.resolve(raw)
+            resolve(raw)
         except config.ConfigError as exc:
             assert message in str(exc)
         else:
             raise AssertionError(f"{settings} accepted")
     raw = {**cfg, "simulation": {**cfg["simulation"], "pythia_settings": ["Tune:pp = 14", "Tune:ppp = 14"]}}
     try:
-        config.resolve(raw)
+        resolve(raw)
     except config.ConfigError as exc:
         assert "simulation.pythia_settings: Pythia does not know 'Tune:ppp = 14'" in str(exc)
     else:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from rs3l import config
+from rs3l.resolve import resolve
 from rs3l.evaluation.evaluate import robustness, view_metrics
 from rs3l.evaluation.report import report
 
@@ -186,4 +187,4 @@ def test_report_cli_exits_2_on_missing_input(tmp_path, capsys):
 
 def test_config_defaults_for_evaluation(cfg):
     assert cfg["evaluate"]["efficiencies"] == [0.3, 0.5, 0.7]
-    assert config.resolve({})["finetune"]["train_views"] == ["nominal"]
+    assert resolve({})["finetune"]["train_views"] == ["nominal"]

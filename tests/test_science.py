@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from rs3l import cli
-from rs3l.config import ConfigError, resolve
+from rs3l.config import ConfigError
+from rs3l.resolve import resolve
 from rs3l.evaluation import neighbours, science
 from synthetic import make_config, make_dataset
 

@@ -17,6 +17,7 @@ import pylhe
 import pytest
 
 from rs3l import config, schema
+from rs3l.resolve import resolve
 from rs3l.physics import lhe
 from rs3l.physics.generate import generate
 from rs3l.physics.resimulate import drawn_values, generator_level, resimulate
@@ -268,7 +269,7 @@ def test_view_splits_simulate_only_the_split_events_with_the_full_runs_showers(c
     from rs3l.data.manifest import split_of_events
     from rs3l.physics.resimulate import view_events
 
-    sub_cfg = config.resolve({**cfg, "simulation": {**cfg["simulation"], "view_splits": {"fsr_up": ["test"]}}})
+    sub_cfg = resolve({**cfg, "simulation": {**cfg["simulation"], "view_splits": {"fsr_up": ["test"]}}})
     assert config.simulation_hash(sub_cfg) != config.simulation_hash(cfg)
     n = 80
     test_events = np.flatnonzero(split_of_events(cfg, "top", 0, np.arange(n)) == "test")
@@ -301,10 +302,10 @@ def test_view_splits_simulate_only_the_split_events_with_the_full_runs_showers(c
 def test_view_splits_are_checked_at_resolution(cfg):
     bad = {**cfg, "simulation": {**cfg["simulation"], "view_splits": {"isr_up": ["test"]}}}
     with pytest.raises(config.ConfigError, match="view_splits names view 'isr_up'"):
-        config.resolve(bad)
+        resolve(bad)
     bad["simulation"]["view_splits"] = {"fsr_scan": ["test"]}
     with pytest.raises(config.ConfigError, match="parameter-scan view"):
-        config.resolve(bad)
+        resolve(bad)
     bad["simulation"]["view_splits"] = {"vincia": ["tset"]}
     with pytest.raises(config.ConfigError, match="view_splits.vincia.0"):
-        config.resolve(bad)
+        resolve(bad)

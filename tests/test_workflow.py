@@ -19,6 +19,7 @@ import yaml
 
 from conftest import REPO, VENV_BIN, snakemake
 from rs3l import config, schema
+from rs3l.resolve import load, resolve
 from rs3l.data.merge import merge, read_fragment
 
 
@@ -49,7 +50,7 @@ def test_invalid_config_fails_before_any_job_naming_the_key(tmp_path, patch, mes
 
 def test_smoke_workflow_runs_end_to_end(smoke_run):
     results = smoke_run["results"]
-    cfg = config.load(results / "config.yaml")
+    cfg = load(results / "config.yaml")
     manifest = json.loads((results / "data" / "manifest.json").read_text())
     assert manifest["simulation_hash"] == config.simulation_hash(cfg)
     # fan-out: processes x chunks x view instances fragments, one LHE per (process, chunk)
@@ -95,9 +96,9 @@ def test_rerunning_a_finished_workflow_does_nothing(smoke_run):
 
 def test_merge_refuses_fragments_of_another_config_or_schema(smoke_run, tmp_path):
     results = smoke_run["results"]
-    cfg = config.load(results / "config.yaml")
+    cfg = load(results / "config.yaml")
     frags = sorted((results / "fragments").rglob("*.parquet"))
-    other = config.resolve({**yaml.safe_load((results / "config.yaml").read_text()), "seed": 99})
+    other = resolve({**yaml.safe_load((results / "config.yaml").read_text()), "seed": 99})
     with pytest.raises(ValueError, match="simulated with a different configuration"):
         merge(other, frags, tmp_path / "out")
     bogus = tmp_path / "bogus.parquet"
@@ -125,7 +126,7 @@ def test_killed_workflow_leaves_nothing_complete_and_a_rerun_resumes(smoke_run, 
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (results / "data" / "manifest.json").exists()
-    cfg = config.load(smoke_run["results"] / "config.yaml")
+    cfg = load(smoke_run["results"] / "config.yaml")
     for frag in (results / "fragments").rglob("*.parquet"):
         read_fragment(frag, cfg)  # whatever carries a final name is complete and readable
     # as after any kill: release Snakemake's lock, then run again (incomplete jobs are re-run)

@@ -141,6 +141,10 @@ def _evaluate(p):
     p.add_argument("--out", required=True, help="metrics JSON")
 
 
+def _ui(p):
+    p.add_argument("--port", type=int, default=None, help="port of the UI on 127.0.0.1 (default: a free one)")
+
+
 def _plan(p):
     p.add_argument("--profile", default=None, help="Slurm profile whose group-components bundle jobs "
                    "(default: workflow/profiles/slurm/config.yaml)")
@@ -191,6 +195,8 @@ COMMANDS = {
                         "R², anomaly AUC), plots and a sentence naming the winners", _ablation_report),
     "export-onnx": ("rs3l.models.onnx_export:main", "export a fine-tuned classifier or a pre-trained encoder as ONNX "
                     "(inputs x, mask; dynamic batch and particle axes)", _export_onnx),
+    "ui": ("rs3l.ui:main", "start the MLflow UI on the run's store (the config's tracking.uri or "
+           "<results_dir>/mlflow.db) and print the URL of the experiment's training runs; Ctrl-C stops it", _ui),
     "plan": ("rs3l.plan:main", "jobs, Slurm submissions, CPU-hours, disk and merged jets of a config, before a run", _plan),
 }
 
@@ -213,7 +219,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    from rs3l.config import ConfigError, load
+    from rs3l.config import ConfigError
+    from rs3l.resolve import load
 
     if os.environ.get("SLURM_JOB_ID"):
         log.info("rs3l %s running as Slurm job %s on %s", args.command, os.environ["SLURM_JOB_ID"],

@@ -1,9 +1,13 @@
-"""Load, validate and resolve the rs3l configuration.
+"""The configuration core: read, schema defaults, catalogues, hashes and paths.
 
-The JSON schema (``workflow/schemas/config.schema.yaml``) holds every default;
-this module fills them in, then checks what a schema cannot express (names that
-must refer to defined views, processes and classes). Errors name the key and
-the allowed values, and are raised before any job starts.
+The JSON schema (``workflow/schemas/config.schema.yaml``) holds every default; this
+module fills them in and checks the cross references that need nothing but the
+config itself (names that must refer to defined views, processes and classes).
+It sits at the bottom of rs3l and imports no stage: checks that need a stage's
+knowledge (detector tables, LHE files, augmentation names, Pythia settings, the
+ablation grid) live with that stage, and :func:`rs3l.resolve.resolve` runs them
+all, in one place above the stages. Errors name the key and the allowed values,
+and are raised before any job starts.
 """
 
 from __future__ import annotations
@@ -14,18 +18,22 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 
 import jsonschema
 import yaml
 
-from rs3l.physics import ALGORITHM_VERSION, detector
+# the package marker only (a constant; it imports nothing): the simulation code's version is part of its hash
+from rs3l.physics import ALGORITHM_VERSION
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "config/config.yaml"
+# Maps of named definitions with built-in entries in the schema: a config's entries are added to
+# them or replace the entry of that name; `name: null` removes one (see :func:`merge_catalogues`).
+# Other maps (finetune.tasks, jetclass.labels, ...) are settings: a config's map replaces the default.
+CATALOGUES = ("processes", "views")
 # Settings a `parton`-intervention view may change: the shower is shared, so only
 # hadronization (and hadron decays) may differ between such views.
 HADRONIZATION_PREFIXES = ("StringZ:", "StringPT:", "StringFlav:", "HadronLevel:", "FragmentationSystems:", "ParticleDecays:")
@@ -45,7 +53,7 @@ def schema() -> dict:
     return yaml.safe_load(_schema_text())
 
 
-def _with_defaults(validator_class):
+def _filling(validator_class):
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):
@@ -58,21 +66,17 @@ def _with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
-_Validator = _with_defaults(jsonschema.Draft202012Validator)
+_Validator = _filling(jsonschema.Draft202012Validator)
 
 
 def _path(error) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "<top level>"
 
 
-def _check_detector(params: dict, where: str) -> None:
-    try:
-        detector.check_params(params, where)
-    except detector.DetectorConfigError as err:
-        raise ConfigError(str(err)) from None
-
-
-def _fill_defaults(cfg: dict, sch: dict, prefix: str = "") -> None:
+def fill_defaults(cfg: dict, sch: dict | None = None, prefix: str = "") -> None:
+    """Validate ``cfg`` against the schema (``sch``, default: the whole config schema) and fill in
+    its defaults, in place. ConfigError names the key (after ``prefix``) and the allowed values."""
+    sch = schema() if sch is None else sch
     # Two passes: defaults of maps such as `views` carry nested defaults (intervention, settings).
     for _ in range(2):
         errors = sorted(_Validator(sch).iter_errors(cfg), key=lambda e: list(e.absolute_path))
@@ -96,7 +100,7 @@ def check(cfg: dict) -> None:
     """Cross-reference checks that the schema cannot express."""
     sim = cfg["simulation"]
     for pname, proc in cfg["processes"].items():
-        _check_process_source(pname, proc, pname in sim["processes"])
+        _check_process_source(pname, proc)
     for name in sim["processes"]:
         _known("process", name, list(cfg["processes"]))
     for name in sim["views"]:
@@ -118,10 +122,9 @@ def check(cfg: dict) -> None:
             for key in ("pdg_id", "n_partons", "label"):
                 if key not in lab:
                     raise ConfigError(f"processes.{pname}.labelling: kind 'resonance' needs '{key}'")
-            if lab["label"] not in classes:
+            # a catalogue entry that is not simulated may label a class this config does not have
+            if lab["label"] not in classes and pname in sim["processes"]:
                 raise ConfigError(f"processes.{pname}.labelling.label '{lab['label']}' is not a class; classes: {', '.join(classes)}")
-    _check_detector(cfg["detector"], "detector")
-    det_keys = schema()["properties"]["detector"]["properties"]
     for vname, view in cfg["views"].items():
         if view["intervention"] == "parton":
             bad = [s for s in view["settings"] if not s.strip().startswith(HADRONIZATION_PREFIXES)]
@@ -132,14 +135,6 @@ def check(cfg: dict) -> None:
         if view["intervention"] == "detector" and view["settings"]:
             raise ConfigError(f"views.{vname}: a 'detector'-intervention view re-runs only the detector; "
                               f"put its changes under views.{vname}.detector, not settings")
-        for key in view["detector"]:
-            if key not in det_keys:
-                raise ConfigError(f"views.{vname}.detector: unknown parameter '{key}'; known: {', '.join(det_keys)}")
-        if view["detector"]:
-            # the view's detector as it will run: its overrides merged into the base parameters
-            _fill_defaults({**cfg, "detector": detector.merge_params(cfg["detector"], view["detector"])}, schema(),
-                           prefix=f"views.{vname}: ")
-            _check_detector(detector.merge_params(cfg["detector"], view["detector"]), f"views.{vname}.detector")
         for setting, spec in view["draw"].items():
             (kind, (lo, hi)), = spec.items()
             if not lo < hi:
@@ -186,15 +181,11 @@ def check(cfg: dict) -> None:
         raise ConfigError(f"merge.splits must add up to 1; got {cfg['merge']['splits']}")
     if cfg["jets"]["pt_max"] <= cfg["jets"]["pt_min"]:
         raise ConfigError("jets.pt_max must be larger than jets.pt_min")
-    if cfg.get("ablation"):
-        from rs3l.evaluation.ablation import check as check_ablation
-
-        check_ablation(cfg)  # every variant resolves (named in the error), and the held-out view exists
 
 
-def _check_process_source(name: str, proc: dict, simulated: bool) -> None:
-    """Exactly one of ``settings`` (Pythia) and ``lhe`` (external files); an ``lhe`` pattern of a
-    simulated process must match a file. Counting its events is left to the workflow (``rs3l.plan``)."""
+def _check_process_source(name: str, proc: dict) -> None:
+    """Exactly one of ``settings`` (Pythia) and ``lhe`` (external files). Whether an ``lhe`` pattern
+    matches files is checked by :func:`rs3l.physics.lhe_input.check_config`."""
     if ("settings" in proc) == ("lhe" in proc):
         raise ConfigError(f"processes.{name}: give exactly one of 'settings' (Pythia generates the hard process) "
                           f"or 'lhe' (path or glob of LHE files); got {'both' if 'lhe' in proc else 'neither'}")
@@ -202,33 +193,12 @@ def _check_process_source(name: str, proc: dict, simulated: bool) -> None:
     if other in proc:
         kind = "a Pythia ('settings')" if "settings" in proc else "an 'lhe'"
         raise ConfigError(f"processes.{name}.{other} does not apply to {kind} process")
-    if "lhe" in proc and simulated:
-        from rs3l.physics.lhe_input import source_files
-
-        if not source_files(proc["lhe"]):
-            raise ConfigError(f"processes.{name}.lhe: no file matches '{proc['lhe']}' (relative to the working "
-                              f"directory {os.getcwd()})")
 
 
 def check_pretrain(cfg: dict) -> None:
-    """View names of pretrain.augment_views (stored view + hand-crafted transforms), views per jet, JEPA."""
-    from rs3l.training.augment import parse_view  # numpy only
-
-    p, simulated = cfg["pretrain"], cfg["simulation"]["views"]
-    stochastic = False
-    for name in p["augment_views"]:
-        try:
-            base, transforms = parse_view(name)
-        except ValueError as e:
-            raise ConfigError(f"pretrain.augment_views: {e}") from None
-        if base not in simulated:
-            raise ConfigError(f"pretrain.augment_views names view '{base}', which is not simulated; "
-                              f"simulation.views: {', '.join(simulated)}")
-        stochastic |= bool(transforms)
-    n = p["views_per_jet"]
-    if len(p["augment_views"]) < n and not stochastic:
-        raise ConfigError(f"pretrain.views_per_jet = {n} needs at least {n} entries in pretrain.augment_views "
-                          f"(or one with a hand-crafted augmentation, e.g. 'nominal+jetclr'); got {p['augment_views']}")
+    """pretrain settings that depend on each other. (pretrain.augment_views and views_per_jet need the
+    augmentations' names: :func:`rs3l.training.augment.check_config`.)"""
+    p = cfg["pretrain"]
     for key, values in (("pool", [p["pool"]] if p["pool"] is not None else []), ("pools", p["pools"])):
         for v in values:
             if v > 1 and v != int(v):
@@ -253,84 +223,68 @@ def simulated_classes(cfg: dict) -> set[str]:
     return made
 
 
-def pythia_settings_by_key(cfg: dict) -> list[tuple[str, str]]:
-    """(config key, Pythia string) for every setting of every process and view and simulation.pythia_settings."""
-    out = [("simulation.pythia_settings", s) for s in cfg["simulation"]["pythia_settings"]]
-    for kind in ("processes", "views"):
-        for name, entry in cfg[kind].items():
-            out += [(f"{kind}.{name}.settings", s) for s in entry.get("settings", [])]  # an lhe process has none
-    for name, view in cfg["views"].items():  # both ends of a drawn range must be allowed values
-        for setting, spec in view.get("draw", {}).items():
-            out += [(f"views.{name}.draw", f"{setting} = {value}") for value in next(iter(spec.values()))]
+def merge_catalogues(cfg: dict, sch: dict | None = None) -> dict:
+    """The config with each of :data:`CATALOGUES` merged into the schema's built-in entries.
+
+    An entry a config gives is added to the catalogue, or replaces the built-in entry of that name
+    as a whole; ``name: null`` removes an entry. A config that gives no entries is left unchanged
+    (and hashes as before). Returns a new dict.
+    """
+    sch = schema() if sch is None else sch
+    out = dict(cfg)
+    for key in CATALOGUES:
+        given = cfg.get(key)
+        if not isinstance(given, dict):  # absent (the schema's default fills it), or a type error for the schema
+            continue
+        merged = {**copy.deepcopy(sch["properties"][key]["default"]), **copy.deepcopy(given)}
+        out[key] = {name: entry for name, entry in merged.items() if entry is not None}
     return out
 
 
-_PYTHIA_ACCEPTED: set[tuple[str, ...]] = set()
-
-
-def check_pythia_settings(cfg: dict) -> None:
-    """Ask Pythia itself whether it knows every setting (``readString``; no init, no events).
-
-    Raises ConfigError naming the key and the setting, e.g.
-    ``views.fsr_down.settings: Pythia does not know 'TimeShower:renormMultFak = 4'``. About 0.3 s
-    (import + one ``Pythia``), cached per settings set in memory. Nothing is written outside the
-    project (no user cache): each process checks once. Without Pythia installed (a training-only
-    environment) the check is skipped; the simulation jobs, which need Pythia, did it.
-    """
-    pairs = pythia_settings_by_key(cfg)
-    settings = tuple(sorted({s for _, s in pairs}))
-    if settings in _PYTHIA_ACCEPTED:
-        return
-    import importlib.util
-
-    if importlib.util.find_spec("pythia8mc") is None:
-        return
-    import pythia8mc
-
-    # Pythia explains a rejection on C++ stdout: catch it for the error message, keep logs clean
-    with tempfile.TemporaryFile() as out:
-        saved = os.dup(1)
-        try:
-            os.dup2(out.fileno(), 1)
-            pythia = pythia8mc.Pythia("", False)
-            for key, setting in pairs:
-                out.seek(0)
-                out.truncate()
-                if not pythia.readString(setting):
-                    os.dup2(saved, 1)
-                    out.seek(0)
-                    why = " ".join(out.read().decode(errors="replace").split())
-                    why = why.split("PYTHIA Error:")[-1].split(":")[0].strip() if "PYTHIA Error:" in why else why
-                    verb = "does not know" if "not found" in why or not why else "rejects"
-                    raise ConfigError(f"{key}: Pythia {verb} '{setting}'" + (f" ({why})" if why else ""))
-                if key.endswith(".draw") and not pythia.settings.isParm(setting.split("=")[0].strip()):
-                    os.dup2(saved, 1)
-                    raise ConfigError(f"{key}: '{setting.split('=')[0].strip()}' is not a real-valued (parm) Pythia "
-                                      f"setting; only those can be drawn from a range")
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
-    _PYTHIA_ACCEPTED.add(settings)
-
-
-def resolve(cfg: dict) -> dict:
-    """Validate ``cfg``, fill in the schema's defaults, check cross references and every Pythia
-    setting. Returns a new dict."""
-    cfg = copy.deepcopy(cfg) if cfg else {}
-    _fill_defaults(cfg, schema())
-    check(cfg)
-    check_pythia_settings(cfg)
+def with_defaults(cfg: dict | None) -> dict:
+    """``cfg`` with its catalogues merged and the schema's defaults filled in, validated against the
+    schema (a new dict). The cross references are :func:`check`; every check, the stages' included,
+    runs in :func:`rs3l.resolve.resolve`."""
+    sch = schema()
+    cfg = merge_catalogues(copy.deepcopy(cfg) if cfg else {}, sch)
+    fill_defaults(cfg, sch)
     return cfg
 
 
-def load(path: str | Path | None = None, overrides: dict | None = None) -> dict:
+def read(path: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """The config file as written (no defaults, no checks), with top-level ``overrides``."""
     path = Path(path or DEFAULT_CONFIG)
     if not path.exists():
         raise ConfigError(f"config file '{path}' does not exist (use --config to name another)")
     cfg = yaml.safe_load(path.read_text()) or {}
     if overrides:
         cfg.update(overrides)
-    return resolve(cfg)
+    return cfg
+
+
+def check_results_dir(cfg: dict) -> None:
+    """``results_dir`` is a folder rs3l can write into, or one it can create. ConfigError naming the key
+    and the path otherwise: before any job, instead of a traceback from the first write."""
+    path = Path(cfg["results_dir"])
+    where = f"results_dir '{cfg['results_dir']}'"
+    existing = path
+    while not existing.exists() and existing != existing.parent:  # the nearest folder that exists
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        what = "names an existing file" if existing == path else f"is inside '{existing}', which is a file"
+        raise ConfigError(f"{where} {what}; results_dir must be a folder (use --config results_dir=<folder>)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "is a folder rs3l cannot write into" if existing == path else \
+            f"cannot be created: '{existing}' is not writable"
+        raise ConfigError(f"{where} {what} (use --config results_dir=<folder>)")
+
+
+def __getattr__(name: str):
+    # resolve() and load() moved up: they run the stages' checks too, which the core may not import
+    if name in ("resolve", "load"):
+        raise AttributeError(f"rs3l.config.{name} moved to rs3l.resolve.{name} (it runs every check, the stages' "
+                             f"included); rs3l.config.with_defaults only fills in the schema's defaults")
+    raise AttributeError(f"module 'rs3l.config' has no attribute '{name}'")
 
 
 # Where results go is not part of what they are: runs in two folders hash the same.

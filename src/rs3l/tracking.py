@@ -60,6 +60,9 @@ def client(cfg: dict):
 
 # MLflow 3 opens an experiment without a kind in its GenAI (traces) view; this kind opens it on the training runs.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# Stages that evaluate models get MLflow's run type "evaluation": on a browser's first visit MLflow's UI expands
+# the parent of such runs, so the workflow's parent opens with its stage runs listed under it (rs3l ui).
+EVALUATION_STAGES = ("evaluate", "probe")
 
 
 def experiment_id(cfg: dict) -> str:
@@ -128,6 +131,8 @@ def child_run(cfg: dict, name: str, stage: str, params: dict | None = None):
     parent = init_parent(cfg)
     exp = experiment_id(cfg)
     tags = {"mlflow.parentRunId": parent, "rs3l.stage": stage, "rs3l.config_hash": config_hash(cfg)}
+    if stage in EVALUATION_STAGES:
+        tags["mlflow.runType"] = "evaluation"
     variant = (cfg.get("ablation") or {}).get("variant")
     if variant:  # a run of one ablation variant (rs3l.evaluation.ablation): tagged with its grid cell
         tags.update({f"rs3l.ablation.{'variant' if k == 'name' else k}": str(v) for k, v in variant.items()

@@ -1,19 +1,25 @@
 # Helpers shared by the rules: resolved config, paths and the fan-out lists.
 import os
 import re
+import sys
 
 import yaml
 
 from rs3l import config as rs3l_config
+from rs3l import resolve as rs3l_resolve
 from rs3l.evaluation import ablation as rs3l_ablation
 from rs3l import plan as rs3l_plan
 from rs3l.physics import lhe_input as rs3l_lhe_input
 from rs3l.atomic import write_text_if_changed
 from rs3l.data.fragment_list import write_fragment_list
 
-# Cross-reference checks (view, process and class names) on top of the schema;
-# raises rs3l.config.ConfigError naming the key before any job runs.
-config.update(rs3l_config.resolve(config))
+# Defaults, catalogues and every check (view, process and class names, results_dir, the stages' checks,
+# the ablation grid) on top of the schema, before any job runs. An invalid config stops the workflow
+# with one line naming the key (sys.exit: Snakemake prints its message alone, without a traceback).
+try:
+    config.update(rs3l_resolve.resolve(config))
+except rs3l_config.ConfigError as exc:
+    sys.exit(f"rs3l: error: {exc}")
 
 R = config["results_dir"]
 CONFIG = f"{R}/config.yaml"

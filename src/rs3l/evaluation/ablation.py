@@ -24,7 +24,8 @@ import logging
 import math
 from pathlib import Path
 
-from rs3l.config import ConfigError, resolve
+from rs3l.checks import resolve_without_grid as resolve  # a variant's config has no grid of its own
+from rs3l.config import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -37,6 +37,8 @@ import json
 
 import numpy as np
 
+from rs3l.config import ConfigError, fill_defaults, schema
+
 NEUTRINOS = (12, 14, 16)
 CANDIDATE_FIELDS = ("event", "px", "py", "pz", "e", "charge", "d0", "dz", "d0err", "dzerr",
                     "is_electron", "is_muon", "is_photon", "is_charged_hadron", "is_neutral_hadron")
@@ -102,6 +104,32 @@ def check_params(params: dict, where: str = "detector") -> None:
             _geometry(json.dumps(params[calo]["towers"], sort_keys=True))
         except DetectorConfigError as err:
             raise DetectorConfigError(f"{where}.{calo}.towers: {err}") from None
+
+
+def check_config(cfg: dict) -> None:
+    """The config's detector and every view's detector (its overrides merged into it) describe a detector.
+
+    Raises ConfigError naming the key: an unknown override, a value the schema rejects once merged, or
+    a table that :func:`check_params` rejects.
+    """
+    def check(params: dict, where: str) -> None:
+        try:
+            check_params(params, where)
+        except DetectorConfigError as err:
+            raise ConfigError(str(err)) from None
+
+    check(cfg["detector"], "detector")
+    sch = schema()
+    known = sch["properties"]["detector"]["properties"]
+    for vname, view in cfg["views"].items():
+        for key in view["detector"]:
+            if key not in known:
+                raise ConfigError(f"views.{vname}.detector: unknown parameter '{key}'; known: {', '.join(known)}")
+        if view["detector"]:
+            # the view's detector as it will run: its overrides merged into the base parameters
+            merged = merge_params(cfg["detector"], view["detector"])
+            fill_defaults({**cfg, "detector": merged}, sch, prefix=f"views.{vname}: ")
+            check(merged, f"views.{vname}.detector")
 
 
 # --- tables ------------------------------------------------------------------------------------

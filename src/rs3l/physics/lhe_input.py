@@ -48,6 +48,18 @@ def source_files(pattern: str) -> list[Path]:
     return sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p))
 
 
+def check_config(cfg: dict) -> None:
+    """The ``lhe`` pattern of every simulated process matches a file (ConfigError naming the key otherwise).
+    Counting its events is left to the workflow (``rs3l.plan``)."""
+    from rs3l.config import ConfigError
+
+    for name in cfg["simulation"]["processes"]:
+        proc = cfg["processes"][name]
+        if is_lhe(proc) and not source_files(proc["lhe"]):
+            raise ConfigError(f"processes.{name}.lhe: no file matches '{proc['lhe']}' (relative to the working "
+                              f"directory {os.getcwd()})")
+
+
 def _is_gzip(path: Path) -> bool:
     with open(path, "rb") as fh:
         return fh.read(2) == b"\x1f\x8b"  # by content, not by name: pylhe decides the same way

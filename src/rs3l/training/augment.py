@@ -78,6 +78,28 @@ def parse_view(name: str) -> tuple[str, tuple[str, ...]]:
     return base, tuple(transforms)
 
 
+def check_config(cfg: dict) -> None:
+    """pretrain.augment_views: each a simulated view and known transforms; enough of them (or a
+    stochastic one) for pretrain.views_per_jet. ConfigError naming the key otherwise."""
+    from rs3l.config import ConfigError  # this module stays numpy-only for the data loaders
+
+    p, simulated = cfg["pretrain"], cfg["simulation"]["views"]
+    stochastic = False
+    for name in p["augment_views"]:
+        try:
+            base, transforms = parse_view(name)
+        except ValueError as e:
+            raise ConfigError(f"pretrain.augment_views: {e}") from None
+        if base not in simulated:
+            raise ConfigError(f"pretrain.augment_views names view '{base}', which is not simulated; "
+                              f"simulation.views: {', '.join(simulated)}")
+        stochastic |= bool(transforms)
+    n = p["views_per_jet"]
+    if len(p["augment_views"]) < n and not stochastic:
+        raise ConfigError(f"pretrain.views_per_jet = {n} needs at least {n} entries in pretrain.augment_views "
+                          f"(or one with a hand-crafted augmentation, e.g. 'nominal+jetclr'); got {p['augment_views']}")
+
+
 def base_views(names: list[str]) -> list[str]:
     """The stored views that the view names need (in order of first use)."""
     return list(dict.fromkeys(parse_view(n)[0] for n in names))

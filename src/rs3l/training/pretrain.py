@@ -316,8 +316,9 @@ def run(cfg: dict, data_dir, out_dir, callbacks: list | None = None, restart_if_
             if (out_dir / name).exists():
                 mlflow.log_artifact(str(out_dir / name))
         if (out_dir / ENCODER).exists():  # the encoder as an MLflow model too (rs3l.models.mlflow_model)
-            from rs3l.models.mlflow_model import log_encoder_file
-            log_encoder_file(out_dir / ENCODER)
+            from rs3l.models.mlflow_model import log_model
+            encoder, info = load_encoder(out_dir / ENCODER)
+            log_model(encoder, "encoder", list(info["features"]))
         final = summary.get("final_metrics", {})
         for k in ("best_epoch", "best_val_loss", "epochs_trained", "converged"):
             if k in summary and summary[k] is not None and math.isfinite(float(summary[k])):
