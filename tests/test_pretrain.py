@@ -234,6 +234,14 @@ def test_run_stopped_after_one_epoch_resumes_from_last_checkpoint(data, results,
     assert torch.load(out / "last.ckpt", weights_only=False)["global_step"] == 2 * steps
     assert (out / "encoder.pt").exists()
     assert run(cfg, data, out)["skipped"]  # complete: nothing to do
+    # Snakemake deletes a job's outputs before rerunning it: the finished pre-training is not trained further,
+    # its encoder.pt comes back from the checkpoint's best epoch, bit for bit
+    before = torch.load(out / "encoder.pt", weights_only=True)["state_dict"]
+    (out / "encoder.pt").unlink()
+    again = run(cfg, data, out)
+    assert again["skipped"] and again["restored"] and checkpoint_epochs(out / "last.ckpt") == 2
+    after = torch.load(out / "encoder.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
     other = make_config(results, pretrain={"epochs": 1, "encoder": "transformer", "max_jets_per_epoch": 64})
     with pytest.raises(ValueError, match="another configuration or dataset"):
         run(other, data, out)  # not its checkpoint

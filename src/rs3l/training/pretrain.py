@@ -292,9 +292,16 @@ def run(cfg: dict, data_dir, out_dir, callbacks: list | None = None, restart_if_
             log.warning("%s belongs to another configuration or dataset: deleted, pre-training starts over", ckpt)
             ckpt.unlink()
         done = 0
-    if (out_dir / ENCODER).exists() and (done >= epochs or _stopped_early(out_dir, key)):
+    complete = done >= epochs or _stopped_early(out_dir, key)
+    if complete and (out_dir / ENCODER).exists():
         log.info("pre-training already complete (%d/%d epochs in %s); nothing to do", done, epochs, ckpt)
         return {"skipped": True, "start_epoch": done, "epochs": epochs, "history": []}
+    if complete and done:
+        # Snakemake deletes a job's outputs before it reruns the job (a config change elsewhere, a touched
+        # input): rewrite encoder.pt from the checkpoint's best epoch rather than train past the stopping point
+        if rank == 0:
+            restore_encoder(cfg, ckpt, out_dir, manifest.get("content_hash"), pool_jets)
+        return {"skipped": True, "restored": True, "start_epoch": done, "epochs": epochs, "history": []}
     if rank != 0:
         return _train(cfg, data_dir, out_dir, key, ckpt if done else None, None, None, callbacks, pool_jets)
     # Open the MLflow run first: an unreachable server fails before any training.
@@ -398,6 +405,22 @@ def _train(cfg: dict, data_dir: Path, out_dir: Path, key: str, resume_from: Path
 def with_pool(cfg: dict, pool: float | None) -> dict:
     """``cfg`` for one pre-training of a pool-size scan: ``pretrain.pool`` set, ``pretrain.pools`` cleared."""
     return {**cfg, "pretrain": {**cfg["pretrain"], "pool": pool, "pools": []}}
+
+
+def restore_encoder(cfg: dict, ckpt: Path, out_dir: Path, content_hash: str | None, pool_jets: int | None) -> None:
+    """Write ``encoder.pt`` of a finished pre-training from its checkpoint: the weights of the best val loss
+    (:class:`BestEncoder`'s state), else the last epoch's; no training."""
+    from rs3l.models.encoders import build_encoder
+
+    state = safe_load(ckpt, "pre-training checkpoint")
+    encoder = build_encoder(cfg["pretrain"]["encoder"], cfg, len(cfg["training"]["features"]))
+    best = (state.get("callbacks", {}).get(BestEncoder.__qualname__) or {}).get("best_state")
+    if best is None:
+        prefix = "encoder."
+        best = {k[len(prefix):]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
+    encoder.load_state_dict(best)
+    save_encoder(out_dir / ENCODER, encoder, cfg, content_hash, pool_jets)
+    log.info("pre-training was complete (%s): encoder.pt rewritten from its best epoch, no training", ckpt)
 
 
 def main(cfg: dict, args) -> None:
