@@ -7,10 +7,14 @@ runs, so ``rs3l --help`` and ``rs3l <stage> --help`` answer at once.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
+import shutil
 import sys
+import traceback
+from pathlib import Path
 
 from rs3l import __version__
 
@@ -70,6 +74,20 @@ def _export_jetclass(p):
 
 def _tracking_init(p):
     pass
+
+
+def _tracking_server(p):
+    p.add_argument("--host", default="0.0.0.0",
+                   help="network interface to listen on (default: %(default)s, every interface, so that compute nodes "
+                        "reach it; 127.0.0.1 for this machine only)")
+    p.add_argument("--port", type=int, default=5000, help="port (default: %(default)s; 0 = a free port)")
+    p.add_argument("--backend-store-uri", default=None,
+                   help="where runs are stored: sqlite:///<file on a LOCAL disk> or postgresql://user:pw@host/db "
+                        "(default: sqlite:////var/tmp/rs3l-tracking-<user>/mlflow.db)")
+    p.add_argument("--artifacts-destination", default=None,
+                   help="folder or URI for artifacts (models, plots), served through the server; may be on a shared "
+                        "filesystem (default: mlartifacts next to a SQLite store)")
+    p.add_argument("--workers", type=int, default=4, help="server worker processes (default: %(default)s)")
 
 
 def _pretrain(p):
@@ -162,6 +180,9 @@ COMMANDS = {
     "export-jetclass": ("rs3l.data.export_jetclass:main", "write the jets of one split and view in the JetClass format "
                         "(.root or .parquet) that weaver-core's JetClass data configurations read", _export_jetclass),
     "tracking-init": ("rs3l.tracking:main", "create the MLflow store, experiment and the workflow's parent run", _tracking_init),
+    "tracking-server": ("rs3l.tracking_server:main", "run an MLflow tracking server for a cluster (on the login node; "
+                        "jobs log to it over HTTP) and print the setting that points the workflow at it; Ctrl-C stops "
+                        "it", _tracking_server),
     "pretrain": ("rs3l.training.pretrain:main", "contrastive pre-training of an encoder on view pairs (Lightning)", _pretrain),
     "finetune": ("rs3l.training.finetune:main", "fine-tune a pre-trained encoder (or train from scratch) on a labelled task, by optimiser steps with early stopping", _finetune),
     "probe": ("rs3l.evaluation.probe:main", "frozen-encoder probes (linear, kNN; pre-trained and random encoder) and "
@@ -195,6 +216,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _disk_full(exc: BaseException | None) -> BaseException | None:
+    """The exception in ``exc``'s chain (raised from, or while handling) that says a disk is full:
+    OSError ENOSPC or EDQUOT, or SQLite's "database or disk is full" (which SQLAlchemy and MLflow
+    wrap in their own exceptions)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return exc
+        if "database or disk is full" in str(exc):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _free_space(path: Path) -> str:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    usage = shutil.disk_usage(path)
+    return f"{usage.free / 1e6:.1f} MB free of {usage.total / 1e6:.1f} MB"
+
+
+def disk_full_message(command: str, cfg: dict | None, exc: BaseException) -> str:
+    """One line naming the full disk, the file being written and what to do."""
+    from rs3l.tracking import sqlite_path, tracking_uri
+
+    what, path = "no space left on device", None
+    if isinstance(exc, OSError):
+        what = "disk quota exceeded" if exc.errno == errno.EDQUOT else what
+        # an error of write() on an open file carries no file name
+        path = os.fsdecode(exc.filename) if isinstance(exc.filename, (str, bytes, os.PathLike)) else None
+    elif cfg is not None:
+        uri = tracking_uri(cfg)
+        if sqlite_path(uri) is None:  # the server's own disk is full, not this machine's
+            return (f"rs3l {command}: the MLflow tracking server {uri} could not write its store (database or disk "
+                    f"is full): free space on the server's disk, then run the same command again")
+        path = f"the MLflow store {sqlite_path(uri)} (SQLite: database or disk is full)"
+    details = []
+    if isinstance(exc, OSError) and path:
+        details.append(f"{_free_space(Path(path).absolute())} there")
+    if cfg is not None:
+        results = Path(cfg["results_dir"]).absolute()
+        details.append(f"results_dir {results}: {_free_space(results)}")
+    todo = "free space (or ask for a larger quota)" if what == "disk quota exceeded" else "free space"
+    return (f"rs3l {command}: {what}" + (f" writing {path}" if path else "") + (f" ({'; '.join(details)})" if details else "")
+            + f": {todo} or move results_dir, then run the same command again")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -205,6 +274,7 @@ def main(argv=None) -> int:
         log.info("rs3l %s running as Slurm job %s on %s", args.command, os.environ["SLURM_JOB_ID"],
                  os.environ.get("SLURMD_NODENAME", "?"))
     module, func = args.target.split(":")
+    cfg = None
     try:
         cfg = load(args.config)
         stage = importlib.import_module(module)
@@ -212,7 +282,15 @@ def main(argv=None) -> int:
         # to the root logger configured above: each line would appear twice
         logging.getLogger("lightning").handlers.clear()
         getattr(stage, func)(cfg, args)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - sorted below; anything else is re-raised
+        full = _disk_full(exc)
+        if full is not None:
+            # the one line that says what happened comes first; the traceback follows for the record
+            print(disk_full_message(args.command, cfg, full), file=sys.stderr, flush=True)
+            traceback.print_exception(exc)
+            return 2
+        if not isinstance(exc, (ConfigError, ValueError, FileNotFoundError, RuntimeError)):
+            raise
         log.error("%s", exc)
         print(f"rs3l {args.command}: error: {exc}", file=sys.stderr)
         return 2
