@@ -252,8 +252,8 @@ def disk_full_message(command: str, cfg: dict | None, exc: BaseException) -> str
         if sqlite_path(uri) is None:  # the server's own disk is full, not this machine's
             return (f"rs3l {command}: the MLflow tracking server {uri} could not write its store (database or disk "
                     f"is full): free space on the server's disk, then run the same command again")
-        path = f"the MLflow store {sqlite_path(uri)} (SQLite: database or disk is full)"
-    details = []
+        path = f"the MLflow store {sqlite_path(uri)}"
+    details = [] if isinstance(exc, OSError) else ["SQLite: database or disk is full"]
     if isinstance(exc, OSError) and path:
         details.append(f"{_free_space(Path(path).absolute())} there")
     if cfg is not None:

@@ -7,6 +7,7 @@ import yaml
 from rs3l import config as rs3l_config
 from rs3l.evaluation import ablation as rs3l_ablation
 from rs3l import plan as rs3l_plan
+from rs3l import tracking as rs3l_tracking
 from rs3l.physics import lhe_input as rs3l_lhe_input
 from rs3l.atomic import write_text_if_changed
 from rs3l.data.fragment_list import write_fragment_list
@@ -14,6 +15,8 @@ from rs3l.data.fragment_list import write_fragment_list
 # Cross-reference checks (view, process and class names) on top of the schema;
 # raises rs3l.config.ConfigError naming the key before any job runs.
 config.update(rs3l_config.resolve(config))
+# tracking.uri from $RS3L_TRACKING_URI if unset; refuses a SQLite store on a network filesystem.
+rs3l_tracking.resolve_store(config)
 
 R = config["results_dir"]
 CONFIG = f"{R}/config.yaml"
