@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -254,3 +255,79 @@ def test_stage_runs_end_failed_or_killed_and_dead_owners_are_repaired(tmp_path, 
     assert left == 0
     del reused
     figure(capsys, "stage raises / SIGTERM / SIGKILL", 0, recovery, "n/a (no data stage)", left)
+
+
+# ----- the smoke workflow on a full disk, then resumed
+
+def looks_complete_but_is_not(results: Path) -> list[str]:
+    """Files under a final name (not a hidden temporary one) that do not read back whole."""
+    import gzip
+
+    import pyarrow.parquet as pq
+    import torch
+
+    bad = []
+    for f in results.rglob("*"):
+        rel = f.relative_to(results)
+        if not f.is_file() or f.name.startswith(".") or rel.parts[0] in ("logs", "benchmarks", "mlartifacts"):
+            continue  # logs grow in place; a failed run's artifacts belong to that FAILED run
+        try:
+            if f.suffix == ".parquet":
+                pq.read_metadata(f)
+            elif f.suffix == ".json":
+                json.loads(f.read_text())
+            elif f.suffix in (".yaml", ".yml"):
+                yaml.safe_load(f.read_text())
+            elif f.suffix in (".pt", ".ckpt"):
+                torch.load(f, map_location="cpu", weights_only=True)
+            elif f.name.endswith(".lhe.gz"):
+                assert gzip.open(f).read().rstrip().endswith(b"</LesHouchesEvents>")
+        except Exception as exc:  # noqa: BLE001 - any failure to read it back is the finding
+            bad.append(f"{rel}: {exc.__class__.__name__}: {exc}")
+    return bad
+
+
+def jobs_run(res: subprocess.CompletedProcess) -> int:
+    """Jobs Snakemake ran (its "Job stats" total; 0 if nothing was to do)."""
+    m = re.search(r"^total\s+(\d+)", res.stdout + res.stderr, re.M)
+    return int(m.group(1)) if m else 0
+
+
+@pytest.mark.slow
+def test_smoke_workflow_on_a_full_disk_fails_loudly_and_resumes(tmp_path, capsys):
+    profile = ("--workflow-profile", "workflow/profiles/default", "--cores", "2")
+    # a clean run's data, for the manifest hash (the simulation is deterministic)
+    clean = tmp_path / "clean"
+    snakemake(*profile, f"{clean}/data/manifest.json", results_dir=clean)
+    clean_hash = json.loads((clean / "data" / "manifest.json").read_text())["content_hash"]
+    with tmpfs(tmp_path / "fs", "3m") as fs:
+        results = fs / "results"
+        failed = snakemake(*profile, results_dir=results, check=False)
+        out = failed.stdout + failed.stderr
+        assert failed.returncode != 0, "the smoke run fit into 3 MB: the fault was not injected\n" + out[-3000:]
+        # loud: at least one failing stage's log starts its error with the one disk line
+        logs = {p: p.read_text(errors="replace") for p in (results / "logs").rglob("*.log")}
+        shutil.copytree(results / "logs", tmp_path / "failed-logs")  # kept for a look after the test
+        named = {p.name: first_lines(text)[0] for p, text in logs.items()
+                 if re.search(r"^rs3l [\w-]+: no space left on device", text, re.M)}
+        assert named, "no log names the full disk:\n" + out[-4000:]
+        assert all(" writing " in line for line in named.values()), named  # and the file it was writing
+        assert not looks_complete_but_is_not(results)
+        db = results / "mlflow.db"
+        states_failed = run_states(db)
+        subprocess.run(["mount", "-o", "remount,size=200m", str(fs)], check=True)  # the user frees space
+        t0 = time.monotonic()
+        resumed = snakemake(*profile, results_dir=results)
+        recovery = time.monotonic() - t0
+        assert integrity(db) == "ok"
+        states = run_states(db)
+        manifest = json.loads((results / "data" / "manifest.json").read_text())
+    recomputed = jobs_run(resumed)
+    with capsys.disabled():
+        print(f"\nfull disk: failing logs {sorted(named)}; runs after the failure {states_failed}, after the resume "
+              f"{states}; first line: {next(iter(named.values()))}")
+    assert states.get("RUNNING", 0) == 0
+    assert states.get("FAILED", 0) >= 1, "no tracked stage failed: the disk filled before any MLflow run started"
+    assert manifest["content_hash"] == clean_hash
+    figure(capsys, "full disk (results_dir on a 3 MB tmpfs, then enlarged)", recomputed, recovery,
+           "yes" if manifest["content_hash"] == clean_hash else "no", states.get("RUNNING", 0))

@@ -7,8 +7,10 @@ runs, so ``rs3l --help`` and ``rs3l <stage> --help`` answer at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
+import io
 import logging
 import os
 import shutil
@@ -231,10 +233,29 @@ def _disk_full(exc: BaseException | None) -> BaseException | None:
     return None
 
 
-def _free_space(path: Path) -> str:
+def _written_file(exc: BaseException) -> str | None:
+    """The file a write failed on where the error does not say (write() on an open file, e.g. in
+    shutil.copyfileobj): the innermost file object open for writing among the traceback's locals."""
+    frames, tb = [], exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            name, mode = getattr(value, "name", None), getattr(value, "mode", "")
+            if isinstance(value, io.IOBase) and isinstance(name, str) and isinstance(mode, str) and set(mode) & set("wax+"):
+                return name
+    return None
+
+
+def _existing(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
-    usage = shutil.disk_usage(path)
+    return path
+
+
+def _free_space(path: Path) -> str:
+    usage = shutil.disk_usage(_existing(path))
     return f"{usage.free / 1e6:.1f} MB free of {usage.total / 1e6:.1f} MB"
 
 
@@ -246,7 +267,7 @@ def disk_full_message(command: str, cfg: dict | None, exc: BaseException) -> str
     if isinstance(exc, OSError):
         what = "disk quota exceeded" if exc.errno == errno.EDQUOT else what
         # an error of write() on an open file carries no file name
-        path = os.fsdecode(exc.filename) if isinstance(exc.filename, (str, bytes, os.PathLike)) else None
+        path = os.fsdecode(exc.filename) if isinstance(exc.filename, (str, bytes, os.PathLike)) else _written_file(exc)
     elif cfg is not None:
         uri = tracking_uri(cfg)
         if sqlite_path(uri) is None:  # the server's own disk is full, not this machine's
@@ -254,40 +275,76 @@ def disk_full_message(command: str, cfg: dict | None, exc: BaseException) -> str
                     f"is full): free space on the server's disk, then run the same command again")
         path = f"the MLflow store {sqlite_path(uri)}"
     details = [] if isinstance(exc, OSError) else ["SQLite: database or disk is full"]
-    if isinstance(exc, OSError) and path:
-        details.append(f"{_free_space(Path(path).absolute())} there")
-    if cfg is not None:
-        results = Path(cfg["results_dir"]).absolute()
+    results = Path(cfg["results_dir"]).absolute() if cfg is not None else None
+    if isinstance(exc, OSError) and path and (results is None or _existing(Path(path).absolute()).stat().st_dev
+                                              != _existing(results).stat().st_dev):
+        details.append(f"{_free_space(Path(path).absolute())} there")  # another disk than results_dir's
+    if results is not None:
         details.append(f"results_dir {results}: {_free_space(results)}")
     todo = "free space (or ask for a larger quota)" if what == "disk quota exceeded" else "free space"
     return (f"rs3l {command}: {what}" + (f" writing {path}" if path else "") + (f" ({'; '.join(details)})" if details else "")
             + f": {todo} or move results_dir, then run the same command again")
 
 
+class _DiskFullReport(logging.Filter):
+    """Says "disk full" in one line, once, before any traceback.
+
+    Some libraries log a full disk's error with its traceback before they raise it (MLflow logs
+    SQLite's "database or disk is full" at ERROR): as a filter on the log handler, this prints
+    the line first and drops such a record's traceback, which the CLI prints once at the end."""
+
+    def __init__(self, command: str):
+        super().__init__()
+        self.command, self.cfg, self.said = command, None, False
+
+    def say(self, exc: BaseException) -> None:
+        if self.said:
+            return
+        self.said = True
+        try:
+            line = disk_full_message(self.command, self.cfg, exc)
+        except Exception:  # noqa: BLE001 - the report of an error must not raise one of its own
+            line = f"rs3l {self.command}: no space left on device ({exc}): free space, then run the same command again"
+        with contextlib.suppress(OSError):  # stderr may be a log file on the very disk that is full
+            print(line, file=sys.stderr, flush=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        full = _disk_full(record.exc_info[1]) if record.exc_info else None
+        if full is not None:
+            self.say(full)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # MLflow's loggers pass their records on to the handler below (not to a handler of their own),
+    # so that the full-disk filter sees them
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    disk_full = _DiskFullReport(args.command)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(disk_full)
     from rs3l.config import ConfigError, load
 
     if os.environ.get("SLURM_JOB_ID"):
         log.info("rs3l %s running as Slurm job %s on %s", args.command, os.environ["SLURM_JOB_ID"],
                  os.environ.get("SLURMD_NODENAME", "?"))
     module, func = args.target.split(":")
-    cfg = None
     try:
-        cfg = load(args.config)
+        disk_full.cfg = load(args.config)
         stage = importlib.import_module(module)
         # Lightning's package logger prints to the console itself and also passes every record on
         # to the root logger configured above: each line would appear twice
         logging.getLogger("lightning").handlers.clear()
-        getattr(stage, func)(cfg, args)
+        getattr(stage, func)(disk_full.cfg, args)
     except Exception as exc:  # noqa: BLE001 - sorted below; anything else is re-raised
         full = _disk_full(exc)
         if full is not None:
-            # the one line that says what happened comes first; the traceback follows for the record
-            print(disk_full_message(args.command, cfg, full), file=sys.stderr, flush=True)
-            traceback.print_exception(exc)
+            disk_full.say(full)  # the one line that says what happened comes first (if not said yet)
+            with contextlib.suppress(OSError):
+                traceback.print_exception(exc)  # then the traceback, for the record
             return 2
         if not isinstance(exc, (ConfigError, ValueError, FileNotFoundError, RuntimeError)):
             raise
