@@ -331,3 +331,137 @@ def test_smoke_workflow_on_a_full_disk_fails_loudly_and_resumes(tmp_path, capsys
     assert manifest["content_hash"] == clean_hash
     figure(capsys, "full disk (results_dir on a 3 MB tmpfs, then enlarged)", recomputed, recovery,
            "yes" if manifest["content_hash"] == clean_hash else "no", states.get("RUNNING", 0))
+
+
+# ----- the tracking server: what a cluster uses instead of SQLite on a shared filesystem
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory):
+    """`rs3l tracking-server` on a free local port with its SQLite store in a temporary folder;
+    stopped with Ctrl-C (SIGINT) at the end, which must stop its whole process group."""
+    d = tmp_path_factory.mktemp("server")
+    log_file = d / "server.log"
+    with open(log_file, "w") as out:
+        proc = subprocess.Popen([str(Path(VENV_BIN) / "rs3l"), "tracking-server", "--config", str(SMOKE),
+                                 "--host", "127.0.0.1", "--port", "0", "--workers", "2",
+                                 "--backend-store-uri", f"sqlite:///{d / 'store' / 'mlflow.db'}"],
+                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    t0, banner = time.monotonic(), None
+    while banner is None and time.monotonic() - t0 < 300:
+        banner = re.search(r"MLflow tracking server at (http://\S+) .*pid (\d+)\)", log_file.read_text())
+        assert proc.poll() is None, log_file.read_text()[-3000:]
+        time.sleep(1)
+    assert banner, "no banner after 300 s:\n" + log_file.read_text()[-3000:]
+    text = log_file.read_text()
+    assert "--config tracking='{uri: \"%s\", experiment: rs3l}'" % banner.group(1) in text
+    assert f"export RS3L_TRACKING_URI={banner.group(1)}" in text
+    yield {"uri": banner.group(1), "db": d / "store" / "mlflow.db", "started_s": time.monotonic() - t0}
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    assert proc.wait(60) == 0, log_file.read_text()[-3000:]
+    assert "rs3l tracking-server: stopped" in log_file.read_text()
+    with pytest.raises(ProcessLookupError):  # mlflow, uvicorn and its workers: the whole group is gone
+        os.killpg(int(banner.group(2)), 0)
+
+
+@pytest.mark.slow
+def test_tracking_server_accepts_this_machines_names_and_refuses_others(tracking_server):
+    import requests
+
+    port = tracking_server["uri"].rsplit(":", 1)[1]
+    url = f"{tracking_server['uri']}/api/2.0/mlflow/experiments/get-by-name"
+
+    def status(host):
+        return requests.get(url, params={"experiment_name": "no-such"}, headers={"Host": host}, timeout=30).status_code
+
+    # what a compute node sends when it reaches the login node by name (MLflow alone would answer 403)
+    assert status(f"{socket.gethostname()}:{port}") == 404  # accepted: the experiment does not exist
+    assert status(f"{socket.getfqdn()}:{port}") == 404
+    assert status(f"attacker.example.com:{port}") == 403  # MLflow's DNS-rebinding protection stays on
+
+
+@pytest.mark.slow
+def test_smoke_workflow_logs_every_run_to_a_tracking_server(tracking_server, tmp_path, monkeypatch, capsys):
+    import mlflow
+
+    uri = tracking_server["uri"]
+    results = tmp_path / "results"
+    monkeypatch.setenv(tracking.URI_ENV, uri)  # how the slurm profile's jobs find the server
+    t0 = time.monotonic()
+    snakemake("--workflow-profile", "workflow/profiles/default", "--cores", "2", results_dir=results)
+    wall = time.monotonic() - t0
+    assert not (results / "mlflow.db").exists()  # nothing went to a local SQLite store
+    assert yaml.safe_load((results / "config.yaml").read_text())["tracking"]["uri"] == uri
+    parent = json.loads((results / "tracking" / "parent_run.json").read_text())
+    assert parent["uri"] == uri
+    c = mlflow.MlflowClient(uri)
+    runs = c.search_runs([c.get_run(parent["run_id"]).info.experiment_id],
+                         f"tags.`mlflow.parentRunId` = '{parent['run_id']}'", max_results=1000)
+    stages = {}
+    for r in runs:
+        stages.setdefault(r.data.tags["rs3l.stage"], []).append(r.info.status)
+    cfg = config.load(results / "config.yaml")
+    ft = cfg["finetune"]
+    arms = len(ft["tasks"]) * len(ft["modes"]) * len(ft["label_fractions"]) * ft["seeds"]
+    assert {k: len(v) for k, v in stages.items()} == {"pretrain": 1, "finetune": arms, "evaluate": arms, "probe": 1}
+    assert all(s == "FINISHED" for v in stages.values() for s in v), stages
+    assert c.get_run(parent["run_id"]).info.status == "FINISHED"  # ended by the report
+    running = sum(s == "RUNNING" for v in stages.values() for s in v)
+    with capsys.disabled():
+        print(f"\nsmoke workflow through the tracking server: {len(runs)} child runs, all FINISHED, in {wall:.0f} s "
+              f"(server started in {tracking_server['started_s']:.0f} s)")
+    figure(capsys, "results_dir on a shared filesystem: runs over HTTP to rs3l tracking-server", 0, "n/a (no fault "
+           f"to recover from; workflow {wall:.0f} s)", "n/a", running)
+
+
+WRITER = r"""
+import pathlib, sys, time, yaml
+import mlflow
+from rs3l import tracking
+cfg, i, go = yaml.safe_load(open(sys.argv[1])), int(sys.argv[2]), pathlib.Path(sys.argv[3])
+with tracking.child_run(cfg, f"writer-{i}", "probe"):
+    pathlib.Path(f"{go}.ready-{i}").touch()
+    while not go.exists():  # every writer logs at the same moment
+        time.sleep(0.05)
+    for step in range(100):
+        mlflow.log_metric(f"m{step % 10}", float(step), step=step)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["server", "sqlite"])
+def test_fifty_processes_log_at_once(store, request, tmp_path, capsys):
+    n, metrics = 50, 100
+    overrides = {"results_dir": str(tmp_path / "results")}
+    if store == "server":
+        server = request.getfixturevalue("tracking_server")
+        overrides["tracking"] = {"uri": server["uri"], "experiment": f"writers-{tmp_path.name}"}
+        db = server["db"]
+    else:
+        db = tmp_path / "results" / "mlflow.db"
+    cfg = config.load(SMOKE, overrides=overrides)
+    resolved = tmp_path / "resolved.yaml"
+    resolved.write_text(yaml.safe_dump(cfg))
+    parent = tracking.init_parent(cfg)  # rs3l tracking-init, before the fan-out
+    script, go = tmp_path / "writer.py", tmp_path / "go"
+    script.write_text(WRITER)
+    t0 = time.monotonic()
+    procs = [subprocess.Popen([sys.executable, str(script), str(resolved), str(i), str(go)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(n)]
+    while len(list(tmp_path.glob("go.ready-*"))) < n:
+        assert all(p.poll() is None for p in procs), [p.stdout.read() for p in procs if p.poll() is not None][0][-3000:]
+        time.sleep(0.2)
+    started = time.monotonic()
+    go.touch()
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
+    logging_s, wall = time.monotonic() - started, time.monotonic() - t0
+    assert [p.returncode for p in procs] == [0] * n, next(o for o, p in zip(outputs, procs) if p.returncode)[-3000:]
+    assert not [o for o in outputs if "database is locked" in o]
+    with contextlib.closing(sqlite3.connect(db)) as con:  # the store itself: every run whole and finished
+        rows = con.execute(
+            "select r.status, count(m.key) from runs r join tags t on t.run_uuid = r.run_uuid "
+            "left join metrics m on m.run_uuid = r.run_uuid "
+            "where t.key = 'mlflow.parentRunId' and t.value = ? group by r.run_uuid", (parent,)).fetchall()
+    assert sorted(rows) == [("FINISHED", metrics)] * n
+    with capsys.disabled():
+        print(f"\n{n} processes x {metrics} metrics, {store}: all {n} runs FINISHED with {metrics} values each, no "
+              f"'database is locked'; wall {wall:.1f} s (start-up incl.), logging {logging_s:.1f} s")

@@ -150,8 +150,11 @@ def main(cfg: dict, args) -> None:
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store, "--artifacts-destination", artifacts,
            "--host", host, "--port", str(port), "--workers", str(args.workers),
            "--allowed-hosts", ",".join(allowed_hosts(host))]
-    # its own session: Ctrl-C reaches only this process, which then stops the server's whole group
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    # MLflow's job execution (GenAI evaluation jobs: three more worker pools) serves nothing rs3l
+    # logs; off, to keep the login node's memory. Its own session: Ctrl-C reaches only this
+    # process, which then stops the server's whole process group.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
+    proc = subprocess.Popen(cmd, start_new_session=True, env=env)
     # Ctrl-C even where SIGINT came in ignored (a job started with `&` in a script), and SIGTERM
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
