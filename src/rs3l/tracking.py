@@ -302,7 +302,14 @@ def repair_stale_runs(c, experiment: str, parent: str) -> list[str]:
     states = slurm_job_states(remote_jobs) if remote_jobs else {}  # one squeue call for all of them
     repaired = []
     for r in runs:
-        why = owner_gone(r.data.tags, states)
+        if owner_gone(r.data.tags, states) is None:
+            continue
+        # The search is older than this check: the run may have ended, and its process exited, in
+        # between (or a requeued job resumed it). Read it again now that its process is known to
+        # be gone, and so can no longer write it: only a run still RUNNING, owned by that gone
+        # process, was left RUNNING.
+        fresh = c.get_run(r.info.run_id)
+        why = owner_gone(fresh.data.tags, states) if fresh.info.status == "RUNNING" else None
         if why is None:
             continue
         note = f"left RUNNING: {why}; marked FAILED by rs3l (pid {me[PID]} on {me[HOST]}) at {time.strftime('%Y-%m-%d %H:%M:%S')}"
