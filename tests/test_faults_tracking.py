@@ -257,6 +257,46 @@ def test_stage_runs_end_failed_or_killed_and_dead_owners_are_repaired(tmp_path, 
     figure(capsys, "stage raises / SIGTERM / SIGKILL", 0, recovery, "n/a (no data stage)", left)
 
 
+@pytest.mark.slurm
+def test_runs_of_slurm_jobs_on_other_nodes_are_repaired_only_once_slurm_says_the_job_ended(tmp_path, monkeypatch):
+    from slurm_local import private_cluster
+
+    with private_cluster(tmp_path / "slurm") as env:
+        monkeypatch.setenv("SLURM_CONF", env["SLURM_CONF"])
+        monkeypatch.setenv("PATH", env["PATH"])
+        job = subprocess.run(["sbatch", "--parsable", "--output=/dev/null", "--wrap", "sleep 600"], capture_output=True,
+                             text=True, check=True).stdout.strip().split(";")[0]
+        cfg = config.load(SMOKE, overrides={"results_dir": str(tmp_path / "results")})
+        parent = tracking.init_parent(cfg)
+        c = tracking.client(cfg)
+        exp = c.get_run(parent).info.experiment_id
+        # runs opened on a compute node: a pid there means nothing here, only Slurm knows
+        elsewhere = {tracking.HOST: "node17.cluster.example", tracking.PID: "4242", tracking.START: "1",
+                     tracking.BOOT: "boot-of-node17", tracking.PID_NS: "pid:[1]"}
+        live = c.create_run(exp, run_name="in-a-live-job", tags={"mlflow.parentRunId": parent, **elsewhere,
+                                                                 tracking.SLURM_JOB: job})
+        purged = c.create_run(exp, run_name="job-long-gone", tags={"mlflow.parentRunId": parent, **elsewhere,
+                                                                   tracking.SLURM_JOB: "987654"})
+        outside = c.create_run(exp, run_name="no-slurm", tags={"mlflow.parentRunId": parent, **elsewhere})
+        tracking.init_parent(cfg)  # a stage starts: repairs what is provably gone
+        status = {r: c.get_run(r.info.run_id).info for r in (live, purged, outside)}
+        assert status[live].status == "RUNNING"  # its job is pending or running
+        assert status[purged].status == "FAILED"  # Slurm does not know the job (any more)
+        assert status[outside].status == "RUNNING"  # nobody can tell: left alone
+        assert "no longer known to Slurm" in c.get_run(purged.info.run_id).data.tags[tracking.REPAIRED]
+        subprocess.run(["scancel", job], check=True)
+        deadline = time.monotonic() + 60
+        while tracking.slurm_job_states([job]).get(job) not in tracking.SLURM_ENDED | {"GONE"}:
+            assert time.monotonic() < deadline, tracking.slurm_job_states([job])
+            time.sleep(1)
+        tracking.init_parent(cfg)
+        assert c.get_run(live.info.run_id).info.status == "FAILED"
+        assert f"its Slurm job {job} (on node17.cluster.example) has ended" in \
+            c.get_run(live.info.run_id).data.tags[tracking.REPAIRED]
+        assert c.get_run(outside.info.run_id).info.status == "RUNNING"
+        c.set_terminated(outside.info.run_id, "FAILED")
+
+
 # ----- the smoke workflow on a full disk, then resumed
 
 def looks_complete_but_is_not(results: Path) -> list[str]:
