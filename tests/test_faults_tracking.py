@@ -264,8 +264,17 @@ def test_runs_of_slurm_jobs_on_other_nodes_are_repaired_only_once_slurm_says_the
     with private_cluster(tmp_path / "slurm") as env:
         monkeypatch.setenv("SLURM_CONF", env["SLURM_CONF"])
         monkeypatch.setenv("PATH", env["PATH"])
-        job = subprocess.run(["sbatch", "--parsable", "--output=/dev/null", "--wrap", "sleep 600"], capture_output=True,
-                             text=True, check=True).stdout.strip().split(";")[0]
+        # a job array (as --slurm-array-jobs submits): a started element has a SLURM_JOB_ID of its
+        # own, which is not the array's id (squeue shows it as <array>_<index>)
+        array = subprocess.run(["sbatch", "--parsable", "--output=/dev/null", "--array=0-1", "--wrap", "sleep 600"],
+                               capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
+        deadline = time.monotonic() + 180
+        while not (elements := [j for j in subprocess.run(["squeue", "-h", "-j", array, "-t", "running", "-o", "%A"],
+                                                          capture_output=True, text=True).stdout.split() if j != array]):
+            assert time.monotonic() < deadline, "no element of the job array started: " + subprocess.run(
+                ["squeue", "-j", array, "-t", "all", "-o", "%A %i %T %R"], capture_output=True, text=True).stdout
+            time.sleep(1)
+        job = elements[0]
         cfg = config.load(SMOKE, overrides={"results_dir": str(tmp_path / "results")})
         parent = tracking.init_parent(cfg)
         c = tracking.client(cfg)
@@ -284,7 +293,7 @@ def test_runs_of_slurm_jobs_on_other_nodes_are_repaired_only_once_slurm_says_the
         assert status[purged].status == "FAILED"  # Slurm does not know the job (any more)
         assert status[outside].status == "RUNNING"  # nobody can tell: left alone
         assert "no longer known to Slurm" in c.get_run(purged.info.run_id).data.tags[tracking.REPAIRED]
-        subprocess.run(["scancel", job], check=True)
+        subprocess.run(["scancel", array], check=True)
         deadline = time.monotonic() + 60
         while tracking.slurm_job_states([job]).get(job) not in tracking.SLURM_ENDED | {"GONE"}:
             assert time.monotonic() < deadline, tracking.slurm_job_states([job])

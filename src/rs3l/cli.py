@@ -248,19 +248,16 @@ def _written_file(exc: BaseException) -> str | None:
     return None
 
 
-def _existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def _free_space(path: Path) -> str:
-    usage = shutil.disk_usage(_existing(path))
+    from rs3l.mounts import nearest_existing
+
+    usage = shutil.disk_usage(nearest_existing(path))
     return f"{usage.free / 1e6:.1f} MB free of {usage.total / 1e6:.1f} MB"
 
 
 def disk_full_message(command: str, cfg: dict | None, exc: BaseException) -> str:
     """One line naming the full disk, the file being written and what to do."""
+    from rs3l.mounts import nearest_existing
     from rs3l.tracking import sqlite_path, tracking_uri
 
     what, path = "no space left on device", None
@@ -276,9 +273,9 @@ def disk_full_message(command: str, cfg: dict | None, exc: BaseException) -> str
         path = f"the MLflow store {sqlite_path(uri)}"
     details = [] if isinstance(exc, OSError) else ["SQLite: database or disk is full"]
     results = Path(cfg["results_dir"]).absolute() if cfg is not None else None
-    if isinstance(exc, OSError) and path and (results is None or _existing(Path(path).absolute()).stat().st_dev
-                                              != _existing(results).stat().st_dev):
-        details.append(f"{_free_space(Path(path).absolute())} there")  # another disk than results_dir's
+    if isinstance(exc, OSError) and path and (results is None or nearest_existing(path).stat().st_dev
+                                              != nearest_existing(results).stat().st_dev):
+        details.append(f"{_free_space(Path(path))} there")  # another disk than results_dir's
     if results is not None:
         details.append(f"results_dir {results}: {_free_space(results)}")
     todo = "free space (or ask for a larger quota)" if what == "disk quota exceeded" else "free space"

@@ -35,16 +35,21 @@ def mount_table() -> list[tuple[str, str]]:
     return out
 
 
+def nearest_existing(path: str | os.PathLike) -> Path:
+    """``path`` made absolute, or its nearest ancestor that exists."""
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
 def _existing_real_path(path: str | os.PathLike) -> str:
     """The real path (symlinks resolved) of ``path``, or of its nearest existing ancestor's real
     path joined with the rest: a results folder that does not exist yet is created on the
     filesystem of the folder that will hold it."""
-    p = Path(os.path.abspath(path))
-    missing = []
-    while not p.exists() and p != p.parent:
-        missing.append(p.name)
-        p = p.parent
-    return os.path.join(os.path.realpath(p), *reversed(missing))
+    existing = nearest_existing(path)
+    rest = Path(os.path.abspath(path)).relative_to(existing)
+    return os.path.join(os.path.realpath(existing), rest) if rest.parts else os.path.realpath(existing)
 
 
 def filesystem(path: str | os.PathLike) -> tuple[str, str]:

@@ -239,7 +239,9 @@ def slurm_job_states(job_ids: list[str]) -> dict[str, str] | None:
     if not job_ids:
         return {}
     try:
-        res = subprocess.run(["squeue", "--noheader", "--states=all", "--format=%i %T", "--jobs", ",".join(job_ids)],
+        # %A: the job's own id, also for an element of a job array (%i would print <array id>_<index>,
+        # which is not the SLURM_JOB_ID the run recorded)
+        res = subprocess.run(["squeue", "--noheader", "--states=all", "--format=%A %T", "--jobs", ",".join(job_ids)],
                              capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
