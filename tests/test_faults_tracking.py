@@ -150,6 +150,24 @@ def test_sqlite_store_on_a_network_filesystem_is_refused_before_any_job(tmp_path
            "n/a (nothing ran)", 0)
 
 
+def test_tracking_server_refuses_a_sqlite_store_on_a_network_filesystem_and_a_taken_port(tmp_path):
+    table = tmp_path / "mounts"
+    table.write_text(f"/dev/vda / ext4 rw 0 0\nlfs@o2ib:/home {tmp_path / 'home'} lustre rw 0 0\n")
+    res = rs3l("tracking-server", "--config", str(SMOKE), "--backend-store-uri", f"sqlite:///{tmp_path}/home/mlflow.db",
+               env={mounts.MOUNTS_FILE_ENV: str(table)}, timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "SQLite file on a network filesystem (lustre at" in res.stderr and "postgresql://" in res.stderr
+    assert not (tmp_path / "home").exists()
+    with socket.socket() as taken:  # someone else's server on the login node
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = rs3l("tracking-server", "--config", str(SMOKE), "--host", "127.0.0.1", "--port", str(port),
+                   "--backend-store-uri", f"sqlite:///{tmp_path}/local/mlflow.db", timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in res.stderr and "--port" in res.stderr
+
+
 # ----- a full disk: one line that names it, before the traceback, from the CLI
 
 def first_lines(stderr: str) -> tuple[str, int]:
