@@ -11,9 +11,9 @@
 - 50 processes logging at once, to the server and to the local SQLite store.
 
 Each fault test prints one FIGURE line (units recomputed, wall time to recovery, manifest hash
-equal to a clean run's, MLflow runs left RUNNING). Run them with
-``pytest -m faults tests/test_faults_tracking.py`` (the slow ones need ``-m "faults"`` without
-``not slow``; tmpfs tests need root and skip without it).
+equal to a clean run's, MLflow runs left RUNNING). ``pytest -m faults tests/test_faults_tracking.py``
+runs them all; ``-m "faults and not slow and not slurm"`` the quick ones. The tmpfs tests need
+root and are skipped, saying so, without it.
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ def test_stage_runs_end_failed_or_killed_and_dead_owners_are_repaired(tmp_path, 
     me = tracking.owner_tags()
     other = c.create_run(tracking.experiment_id(cfg), run_name="other-host", tags={
         "mlflow.parentRunId": parent, **me, tracking.HOST: "node17.cluster.example", tracking.BOOT: "another-boot"})
-    reused = c.create_run(tracking.experiment_id(cfg), run_name="pid-reused", tags={
+    c.create_run(tracking.experiment_id(cfg), run_name="pid-reused", tags={
         "mlflow.parentRunId": parent, **me, tracking.START: "1"})
     t0 = time.monotonic()
     init = rs3l("tracking-init", "--config", str(resolved))  # the next stage to start (every child_run does this)
@@ -271,7 +271,6 @@ def test_stage_runs_end_failed_or_killed_and_dead_owners_are_repaired(tmp_path, 
     c.set_terminated(other.info.run_id, "FAILED")  # (the test's own stand-in for the other machine)
     left = sum(r.info.status == "RUNNING" for r in status().values())
     assert left == 0
-    del reused
     figure(capsys, "stage raises / SIGTERM / SIGKILL", 0, recovery, "n/a (no data stage)", left)
 
 

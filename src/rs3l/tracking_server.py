@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import importlib.util
-import logging
 import os
 import signal
 import socket
@@ -30,8 +29,6 @@ from pathlib import Path
 
 from rs3l import mounts
 from rs3l.tracking import URI_ENV, TrackingError, sqlite_path
-
-log = logging.getLogger(__name__)
 
 ANY_INTERFACE = ("0.0.0.0", "::", "")
 
@@ -153,8 +150,7 @@ def main(cfg: dict, args) -> None:
     # MLflow's job execution (GenAI evaluation jobs: three more worker pools) serves nothing rs3l
     # logs; off, to keep the login node's memory. Its own session: Ctrl-C reaches only this
     # process, which then stops the server's whole process group.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
-    proc = subprocess.Popen(cmd, start_new_session=True, env=env)
+    proc = subprocess.Popen(cmd, start_new_session=True, env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ})
     # Ctrl-C even where SIGINT came in ignored (a job started with `&` in a script), and SIGTERM
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
