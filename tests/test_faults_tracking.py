@@ -541,3 +541,5 @@ def test_fifty_processes_log_at_once(store, request, tmp_path, capsys):
     with capsys.disabled():
         print(f"\n{n} processes x {metrics} metrics, {store}: all {n} runs FINISHED with {metrics} values each, no "
               f"'database is locked'; wall {wall:.1f} s (start-up incl.), logging {logging_s:.1f} s")
+    figure(capsys, f"{n} processes logging {metrics} metrics each at once ({store})", 0,
+           f"n/a (no fault; {logging_s:.1f} s of logging, {wall:.1f} s with start-up)", "n/a", 0)
