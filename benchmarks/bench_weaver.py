@@ -259,7 +259,7 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore")
     import torch
 
-    from rs3l.config import load
+    from rs3l.resolve import load
     from rs3l.models.encoders import encoder_params
 
     cfg = load(args.config)

@@ -22,6 +22,11 @@ def atomic_path(target: str | os.PathLike):
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
+    except OSError as exc:
+        # write() on an open file fails without a file name (ENOSPC, EDQUOT): name the output
+        if exc.filename is None or os.fspath(exc.filename) == os.fspath(tmp):
+            exc.filename = str(target)
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

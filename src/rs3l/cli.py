@@ -7,10 +7,16 @@ runs, so ``rs3l --help`` and ``rs3l <stage> --help`` answer at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
+import io
 import logging
 import os
+import shutil
 import sys
+import traceback
+from pathlib import Path
 
 from rs3l import __version__
 
@@ -70,6 +76,20 @@ def _export_jetclass(p):
 
 def _tracking_init(p):
     pass
+
+
+def _tracking_server(p):
+    p.add_argument("--host", default="0.0.0.0",
+                   help="network interface to listen on (default: %(default)s, every interface, so that compute nodes "
+                        "reach it; 127.0.0.1 for this machine only)")
+    p.add_argument("--port", type=int, default=5000, help="port (default: %(default)s; 0 = a free port)")
+    p.add_argument("--backend-store-uri", default=None,
+                   help="where runs are stored: sqlite:///<file on a LOCAL disk> or postgresql://user:pw@host/db "
+                        "(default: sqlite:////var/tmp/rs3l-tracking-<user>/mlflow.db)")
+    p.add_argument("--artifacts-destination", default=None,
+                   help="folder or URI for artifacts (models, plots), served through the server; may be on a shared "
+                        "filesystem (default: mlartifacts next to a SQLite store)")
+    p.add_argument("--workers", type=int, default=4, help="server worker processes (default: %(default)s)")
 
 
 def _pretrain(p):
@@ -180,6 +200,9 @@ COMMANDS = {
     "export-jetclass": ("rs3l.data.export_jetclass:main", "write the jets of one split and view in the JetClass format "
                         "(.root or .parquet) that weaver-core's JetClass data configurations read", _export_jetclass),
     "tracking-init": ("rs3l.tracking:main", "create the MLflow store, experiment and the workflow's parent run", _tracking_init),
+    "tracking-server": ("rs3l.tracking_server:main", "run an MLflow tracking server for a cluster (on the login node; "
+                        "jobs log to it over HTTP) and print the setting that points the workflow at it; Ctrl-C stops "
+                        "it", _tracking_server),
     "pretrain": ("rs3l.training.pretrain:main", "contrastive pre-training of an encoder on view pairs (Lightning)", _pretrain),
     "finetune": ("rs3l.training.finetune:main", "fine-tune a pre-trained encoder (or train from scratch) on a labelled task, by optimiser steps with early stopping", _finetune),
     "probe": ("rs3l.evaluation.probe:main", "frozen-encoder probes (linear, kNN; pre-trained and random encoder) and "
@@ -215,10 +238,111 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _disk_full(exc: BaseException | None) -> BaseException | None:
+    """The exception in ``exc``'s chain (raised from, or while handling) that says a disk is full:
+    OSError ENOSPC or EDQUOT, or SQLite's "database or disk is full" (which SQLAlchemy and MLflow
+    wrap in their own exceptions)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return exc
+        if "database or disk is full" in str(exc):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _written_file(exc: BaseException) -> str | None:
+    """The file a write failed on where the error does not say (write() on an open file, e.g. in
+    shutil.copyfileobj): the innermost file object open for writing among the traceback's locals."""
+    frames, tb = [], exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            name, mode = getattr(value, "name", None), getattr(value, "mode", "")
+            if isinstance(value, io.IOBase) and isinstance(name, str) and isinstance(mode, str) and set(mode) & set("wax+"):
+                return name
+    return None
+
+
+def _free_space(path: Path) -> str:
+    from rs3l.mounts import nearest_existing
+
+    usage = shutil.disk_usage(nearest_existing(path))
+    return f"{usage.free / 1e6:.1f} MB free of {usage.total / 1e6:.1f} MB"
+
+
+def disk_full_message(command: str, cfg: dict | None, exc: BaseException) -> str:
+    """One line naming the full disk, the file being written and what to do."""
+    from rs3l.mounts import nearest_existing
+    from rs3l.tracking import sqlite_path, tracking_uri
+
+    what, path = "no space left on device", None
+    if isinstance(exc, OSError):
+        what = "disk quota exceeded" if exc.errno == errno.EDQUOT else what
+        # an error of write() on an open file carries no file name
+        path = os.fsdecode(exc.filename) if isinstance(exc.filename, (str, bytes, os.PathLike)) else _written_file(exc)
+    elif cfg is not None:
+        uri = tracking_uri(cfg)
+        if sqlite_path(uri) is None:  # the server's own disk is full, not this machine's
+            return (f"rs3l {command}: the MLflow tracking server {uri} could not write its store (database or disk "
+                    f"is full): free space on the server's disk, then run the same command again")
+        path = f"the MLflow store {sqlite_path(uri)}"
+    details = [] if isinstance(exc, OSError) else ["SQLite: database or disk is full"]
+    results = Path(cfg["results_dir"]).absolute() if cfg is not None else None
+    if isinstance(exc, OSError) and path and (results is None or nearest_existing(path).stat().st_dev
+                                              != nearest_existing(results).stat().st_dev):
+        details.append(f"{_free_space(Path(path))} there")  # another disk than results_dir's
+    if results is not None:
+        details.append(f"results_dir {results}: {_free_space(results)}")
+    todo = "free space (or ask for a larger quota)" if what == "disk quota exceeded" else "free space"
+    return (f"rs3l {command}: {what}" + (f" writing {path}" if path else "") + (f" ({'; '.join(details)})" if details else "")
+            + f": {todo} or move results_dir, then run the same command again")
+
+
+class _DiskFullReport(logging.Filter):
+    """Says "disk full" in one line, once, before any traceback.
+
+    Some libraries log a full disk's error with its traceback before they raise it (MLflow logs
+    SQLite's "database or disk is full" at ERROR): as a filter on the log handler, this prints
+    the line first and drops such a record's traceback, which the CLI prints once at the end."""
+
+    def __init__(self, command: str):
+        super().__init__()
+        self.command, self.cfg, self.said = command, None, False
+
+    def say(self, exc: BaseException) -> None:
+        if self.said:
+            return
+        self.said = True
+        try:
+            line = disk_full_message(self.command, self.cfg, exc)
+        except Exception:  # noqa: BLE001 - the report of an error must not raise one of its own
+            line = f"rs3l {self.command}: no space left on device ({exc}): free space, then run the same command again"
+        with contextlib.suppress(OSError):  # stderr may be a log file on the very disk that is full
+            print(line, file=sys.stderr, flush=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        full = _disk_full(record.exc_info[1]) if record.exc_info else None
+        if full is not None:
+            self.say(full)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # MLflow's loggers pass their records on to the handler below (not to a handler of their own),
+    # so that the full-disk filter sees them
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    disk_full = _DiskFullReport(args.command)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(disk_full)
     from rs3l.config import ConfigError
     from rs3l.resolve import load
 
@@ -227,13 +351,21 @@ def main(argv=None) -> int:
                  os.environ.get("SLURMD_NODENAME", "?"))
     module, func = args.target.split(":")
     try:
-        cfg = load(args.config)
+        disk_full.cfg = load(args.config)
         stage = importlib.import_module(module)
         # Lightning's package logger prints to the console itself and also passes every record on
         # to the root logger configured above: each line would appear twice
         logging.getLogger("lightning").handlers.clear()
-        getattr(stage, func)(cfg, args)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        getattr(stage, func)(disk_full.cfg, args)
+    except Exception as exc:  # noqa: BLE001 - sorted below; anything else is re-raised
+        full = _disk_full(exc)
+        if full is not None:
+            disk_full.say(full)  # the one line that says what happened comes first (if not said yet)
+            with contextlib.suppress(OSError):
+                traceback.print_exception(exc)  # then the traceback, for the record
+            return 2
+        if not isinstance(exc, (ConfigError, ValueError, FileNotFoundError, RuntimeError)):
+            raise
         log.error("%s", exc)
         print(f"rs3l {args.command}: error: {exc}", file=sys.stderr)
         return 2

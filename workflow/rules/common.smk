@@ -9,16 +9,19 @@ from rs3l import config as rs3l_config
 from rs3l import resolve as rs3l_resolve
 from rs3l.evaluation import ablation as rs3l_ablation
 from rs3l import plan as rs3l_plan
+from rs3l import tracking as rs3l_tracking
 from rs3l.physics import lhe_input as rs3l_lhe_input
 from rs3l.atomic import write_text_if_changed
 from rs3l.data.fragment_list import write_fragment_list
 
 # Defaults, catalogues and every check (view, process and class names, results_dir, the stages' checks,
-# the ablation grid) on top of the schema, before any job runs. An invalid config stops the workflow
+# the ablation grid) on top of the schema, before any job runs; tracking.uri from $RS3L_TRACKING_URI if
+# unset, and a SQLite store on a network filesystem refused. An invalid config stops the workflow
 # with one line naming the key (sys.exit: Snakemake prints its message alone, without a traceback).
 try:
     config.update(rs3l_resolve.resolve(config))
-except rs3l_config.ConfigError as exc:
+    rs3l_tracking.resolve_store(config)
+except (rs3l_config.ConfigError, rs3l_tracking.TrackingError) as exc:
     sys.exit(f"rs3l: error: {exc}")
 
 R = config["results_dir"]
