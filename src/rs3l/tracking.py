@@ -117,11 +117,12 @@ def flat_params(d: dict, prefix: str = "") -> dict:
 
 
 @contextlib.contextmanager
-def child_run(cfg: dict, name: str, stage: str, params: dict | None = None):
+def child_run(cfg: dict, name: str, stage: str, params: dict | None = None, run_id: str | None = None):
     """Open an MLflow run for one stage, nested under the workflow's parent run.
 
     Creates the parent if no ``tracking-init`` ran (a stage run by hand). Yields the
-    ``mlflow.ActiveRun``; log with the fluent API (``mlflow.log_metric``...).
+    ``mlflow.ActiveRun``; log with the fluent API (``mlflow.log_metric``...). ``run_id``: reopen
+    that run instead (a stage that resumes after a requeue continues its run).
     """
     import mlflow
 
@@ -134,7 +135,8 @@ def child_run(cfg: dict, name: str, stage: str, params: dict | None = None):
                      if v is not None})
         name = f"{name} [{variant['name']}]"
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
-    with mlflow.start_run(experiment_id=exp, run_name=name, tags=tags) as run:
+    opened = {"run_id": run_id} if run_id else {"experiment_id": exp, "run_name": name, "tags": tags}
+    with mlflow.start_run(**opened) as run:
         if params:
             mlflow.log_params(params)
         yield run
