@@ -66,7 +66,13 @@ def cancel_orphans(record: str | os.PathLike, run_id: str | None, wait_s: float 
     record = Path(record)
     runs = earlier_runs(record)
     names = {r["run_id"] for r in runs} - {run_id}
-    jobs = active_jobs() if names else {}
+    try:
+        jobs = active_jobs() if names else {}
+    except OrphanError as exc:
+        if run_id:  # a Slurm run that cannot see the queue must not submit beside jobs it cannot see
+            raise
+        say(f"rs3l: warning: {exc}")  # a local run on a machine that cannot reach that cluster
+        jobs = {}
     orphans = sorted(job for job, (name, _) in (jobs or {}).items() if name in names)
     if orphans:
         say(f"rs3l: {len(orphans)} Slurm job(s) of an earlier Snakemake on these results are still queued or "
