@@ -27,6 +27,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/setup.smk"
+include: "workflow/rules/cluster.smk"
 include: "workflow/rules/simulation.smk"
 include: "workflow/rules/merge.smk"
 include: "workflow/rules/training.smk"

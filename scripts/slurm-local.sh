@@ -16,6 +16,8 @@
 # DIR defaults to $RS3L_SLURM_DIR, else .slurm-local/ in the repository (git-ignored).
 # RS3L_SLURM_CPUS=<n> makes the node offer n CPUs even where the machine has fewer (to run the
 # slurm profile's resource requests unchanged on a small machine; Slurm then oversubscribes).
+# RS3L_SLURM_CRED_EXPIRE=<s> sets the job credential lifetime (Slurm's default 120 s), which is also
+# how long a requeued job waits before it starts again (the fault tests use a few seconds).
 # Needs root (slurmd launches the jobs) and the Debian packages
 #   slurmctld slurmd slurm-client munge
 # (scripts/setup.sh --with-slurm installs them without starting or enabling their services).
@@ -177,6 +179,8 @@ PY
 
 cpus=${RS3L_SLURM_CPUS:-$(nproc)}
 [[ $cpus =~ ^[1-9][0-9]*$ ]] || { say "RS3L_SLURM_CPUS must be a positive number"; exit 1; }
+cred_expire=${RS3L_SLURM_CRED_EXPIRE:-120}
+[[ $cred_expire =~ ^[1-9][0-9]*$ ]] || { say "RS3L_SLURM_CRED_EXPIRE must be a positive number of seconds"; exit 1; }
 overrides=""
 (( cpus <= $(nproc) )) || overrides="SlurmdParameters=config_overrides"
 mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
@@ -191,7 +195,7 @@ SlurmdPort=$d_port
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket=$msock
+AuthInfo=socket=$msock,cred_expire=$cred_expire
 CredType=cred/munge
 StateSaveLocation=$dir/state/ctld
 SlurmdSpoolDir=$dir/state/d

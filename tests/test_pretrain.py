@@ -1,7 +1,9 @@
 """Pre-training stage: streaming data, positive pairs, sharding, the Lightning run, resume, DDP, errors."""
 
 import json
+import os
 import shutil
+import signal
 import unittest.mock
 
 import mlflow
@@ -18,6 +20,7 @@ from rs3l.cli import main as cli_main
 from rs3l.models.encoders import build_encoder
 from rs3l.training.data import JetDataset, load_arrays, pad_particles
 from rs3l.training.pretrain import checkpoint_epochs, load_encoder, run
+from rs3l.training.requeue import RequeueRequested
 from synthetic import make_config, make_dataset
 
 FEATURES = ["part_deta", "part_dphi", "part_log_pt"]
@@ -248,6 +251,40 @@ def test_run_stopped_after_one_epoch_resumes_from_last_checkpoint(data, results,
     # the workflow's way: a changed configuration starts over instead
     fresh = run(other, data, out, restart_if_changed=True)
     assert fresh["start_epoch"] == 0 and checkpoint_epochs(out / "last.ckpt") == 1
+
+
+class SignalAtEpoch(Callback):
+    """Send this process Slurm's warning signal (SIGUSR1) at the end of epoch ``epoch``."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def test_warning_signal_stops_at_the_next_batch_and_the_rerun_continues_the_same_mlflow_run(data, results, tmp_path):
+    out = tmp_path / "out"
+    cfg = make_config(results, pretrain={"epochs": 3, "max_jets_per_epoch": 160, "patience": 0})
+    with pytest.raises(RequeueRequested):
+        run(cfg, data, out, callbacks=[SignalAtEpoch(0)])
+    # the epoch in progress is dropped: the checkpoint holds the last complete one
+    assert checkpoint_epochs(out / "last.ckpt") == 1 and not (out / "encoder.pt").exists()
+    record = json.loads((out / "run.json").read_text())
+    client = mlflow.MlflowClient(record["uri"])
+    first = client.get_run(record["run_id"])
+    assert record["requeued"] == 1 and first.info.status == "SCHEDULED"  # waiting for its requeued job
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # the handler is removed again
+    second = run(cfg, data, out)
+    assert second["start_epoch"] == 1 and second["run_id"] == record["run_id"] and second["requeued"] == 1
+    assert json.loads((out / "summary.json").read_text())["requeued"] == 1
+    run_ = client.get_run(record["run_id"])
+    assert run_.info.status == "FINISHED" and run_.data.tags["rs3l.requeued"] == "1"
+    assert sorted(m.step for m in client.get_metric_history(record["run_id"], "val/loss")) == [0, 1, 2]
+    # a finished training is not reopened: more epochs start a new MLflow run from the checkpoint
+    more = run(make_config(results, pretrain={"epochs": 4, "max_jets_per_epoch": 160, "patience": 0}), data, out)
+    assert more["start_epoch"] == 3 and more["run_id"] != record["run_id"] and more["requeued"] == 0
 
 
 def test_particlenet_vicreg_with_projection_head(data, results, tmp_path):

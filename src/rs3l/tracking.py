@@ -356,13 +356,15 @@ def _sigterm_unwinds():
 
 
 @contextlib.contextmanager
-def child_run(cfg: dict, name: str, stage: str, params: dict | None = None):
+def child_run(cfg: dict, name: str, stage: str, params: dict | None = None, run_id: str | None = None):
     """Open an MLflow run for one stage, nested under the workflow's parent run.
 
     Creates the parent if no ``tracking-init`` ran (a stage run by hand). Yields the
-    ``mlflow.ActiveRun``; log with the fluent API (``mlflow.log_metric``...). The run ends
+    ``mlflow.ActiveRun``; log with the fluent API (``mlflow.log_metric``...). ``run_id``: reopen
+    that run instead (a stage that resumes after a requeue continues its run). The run ends
     FINISHED, FAILED if the block raises, KILLED on Ctrl-C or SIGTERM; if even that cannot be
     written (a full disk), the next stage that starts marks it FAILED (:func:`repair_stale_runs`).
+    A block that ends the run itself (a requeued stage leaves it SCHEDULED) keeps that status.
     """
     import mlflow
 
@@ -378,19 +380,29 @@ def child_run(cfg: dict, name: str, stage: str, params: dict | None = None):
         name = f"{name} [{variant['name']}]"
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     with _sigterm_unwinds():
-        run = mlflow.start_run(experiment_id=exp, run_name=name, tags=tags)
+        if run_id:
+            # the resumed stage owns the run from now on (the repair of dead runs reads these tags): set
+            # them before the run is RUNNING again
+            client = mlflow.MlflowClient()
+            for key, value in owner_tags().items():
+                client.set_tag(run_id, key, value)
+            run = mlflow.start_run(run_id=run_id)
+        else:
+            run = mlflow.start_run(experiment_id=exp, run_name=name, tags=tags)
         try:
             if params:
                 mlflow.log_params(params)
             yield run
         except BaseException as exc:
             status = "KILLED" if isinstance(exc, (KeyboardInterrupt, Terminated)) else "FAILED"
-            try:
-                mlflow.end_run(status)
-            except Exception as end_exc:  # noqa: BLE001 - the stage's own error is the one to raise
-                log.warning("could not mark MLflow run %s %s (%s: %s); the next rs3l stage of this workflow that "
-                            "can write to the store will mark it FAILED", run.info.run_id, status,
-                            end_exc.__class__.__name__, end_exc)
+            active = mlflow.active_run()
+            if active is not None and active.info.run_id == run.info.run_id:  # not ended by the block itself
+                try:
+                    mlflow.end_run(status)
+                except Exception as end_exc:  # noqa: BLE001 - the stage's own error is the one to raise
+                    log.warning("could not mark MLflow run %s %s (%s: %s); the next rs3l stage of this workflow "
+                                "that can write to the store will mark it FAILED", run.info.run_id, status,
+                                end_exc.__class__.__name__, end_exc)
             raise
         mlflow.end_run("FINISHED")
 

@@ -1,6 +1,11 @@
 # Hard process once per (process, chunk), or once per `lhe` process split into its chunks;
 # one re-simulation job per view instance.
 
+# Retries are the submitting Snakemake's: inside a cluster job (remote execution) the rule's own
+# `retries` would be repeated by each nested Snakemake (measured: a failing unit in a bundle ran 10
+# times in 3 submissions instead of 3 times).
+UNIT_RETRIES = 0 if workflow.remote_exec else 2
+
 
 rule generate:
     input:
@@ -21,7 +26,7 @@ rule generate:
         runtime=30,
         mem_mb=1000,
         cpus_per_task=1,
-    retries: 2
+    retries: UNIT_RETRIES
     # Bundled on clusters like resimulate (slurm profile: group-components gen=50).
     group:
         "gen"
@@ -81,9 +86,10 @@ rule resimulate:
         runtime=120,
         mem_mb=2000,
         cpus_per_task=1,
-    retries: 2
+    retries: UNIT_RETRIES
     # Bundled on clusters: the slurm profile's group-components (resim=50) puts many units into
-    # one submission; locally groups are inactive.
+    # one submission; locally groups are inactive. A unit that finished keeps its fragment when the
+    # bundle is retried, requeued or restarted (rs3l resimulate links back its receipt).
     group:
         "resim"
     conda:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import time
 from pathlib import Path
@@ -35,8 +34,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rs3l import schema, seeds
-from rs3l.atomic import atomic_path
+from rs3l import receipts, schema, seeds
+from rs3l.atomic import atomic_path, temp_path
 from rs3l.config import settings_hash, simulation_hash
 from rs3l.physics import detector, jets, lhe
 from rs3l.physics.pythia import PythiaError, make_pythia
@@ -326,7 +325,7 @@ def _subset_file(lhe_path, event_ids: np.ndarray | None, out):
     if event_ids is None:
         yield lhe_path
         return
-    scratch = Path(out).with_name(f".{Path(out).name}.events-{os.getpid()}.lhe")
+    scratch = Path(f"{temp_path(out)}.lhe")  # unique per writer (see rs3l.atomic)
     scratch.parent.mkdir(parents=True, exist_ok=True)
     try:
         lhe.write_subset(lhe_path, scratch, event_ids)
@@ -451,5 +450,24 @@ def _table(cfg: dict, cols: dict, process: str, chunk: int, view: str, replica: 
     return pa.Table.from_arrays(list(arrays.values()), schema=sch)
 
 
+class UnitFailed(RuntimeError):
+    """A unit (one view and replica of one LHE file) failed; the message names it and the cause."""
+
+
 def main(cfg: dict, args) -> None:
-    resimulate(cfg, args.lhe, args.view, args.out, replica=args.replica, max_events=args.max_events)
+    """``rs3l resimulate``: one unit. A unit that finished before (same LHE content, settings and
+    algorithm version) is not simulated again: its receipt is linked back (:mod:`rs3l.receipts`),
+    so a retried bundle, a requeued job or a restarted workflow costs only the units that had not
+    finished. Errors name the unit, its LHE file and its output."""
+    unit = f"resimulate unit (LHE file '{args.lhe}', view {args.view}, replica {args.replica}, output '{args.out}')"
+    try:
+        unit_key = receipts.key(simulation_hash=simulation_hash(cfg), view=args.view, replica=args.replica,
+                                max_events=args.max_events, lhe_sha256=receipts.file_sha256(args.lhe))
+        receipt = receipts.reuse(args.out, unit_key)
+        if receipt is not None:
+            log.info("%s finished before: kept its fragment (receipt %s), not simulated again", unit, receipt)
+            return
+        resimulate(cfg, args.lhe, args.view, args.out, replica=args.replica, max_events=args.max_events)
+        receipts.record(args.out, unit_key)
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        raise UnitFailed(f"{unit}: {exc}") from exc

@@ -8,10 +8,15 @@ Reads:  ``<data>/manifest.json``, ``<data>/{train,val}/part-*.parquet`` (``rs3l 
 Writes: ``<out-dir>/last.ckpt`` (Lightning checkpoint after every epoch; a rerun resumes
         from it, and does nothing if training is complete), ``<out-dir>/encoder.pt``
         (the contract with fine-tuning, see :func:`save_encoder`), ``<out-dir>/embeddings.png``
-        (PCA of val embeddings coloured by class) and ``<out-dir>/summary.json``.
+        (PCA of val embeddings coloured by class), ``<out-dir>/summary.json`` and
+        ``<out-dir>/run.json`` (the MLflow run this training logs to and how often Slurm
+        requeued it: a resumed training continues that run).
 MLflow: a child run ``pretrain`` with the config as params, per-epoch metrics, the
         dataset's content hash as lineage (param and tag ``dataset.content_hash``,
         manifest.json as artifact) and the outputs above as artifacts.
+Slurm:  on the warning signal before the time limit, training stops at the next batch and the job
+        is requeued; it resumes from ``last.ckpt`` in the same MLflow run
+        (:mod:`rs3l.training.requeue`); ``summary.json`` counts the requeues (``requeued``).
 
 Only global rank 0 talks to MLflow and writes outputs; under DDP (``training.devices``
 > 1) the other ranks only train.
@@ -22,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import warnings
 from pathlib import Path
 
@@ -36,12 +42,14 @@ from rs3l.models.classifier import safe_load
 from rs3l.models.method import ContrastiveMethod
 from rs3l.seeds import derive_seed
 from rs3l.training.augment import base_views
+from rs3l.training import requeue
 from rs3l.training.data import (JetDataModule, SetEpoch, check_classes, check_features, check_views, load_arrays,
                                 open_shard, read_manifest, shard_paths)
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "last.ckpt"
+RUN = "run.json"
 ENCODER = "encoder.pt"
 PLOT = "embeddings.png"
 
@@ -256,6 +264,24 @@ def checkpoint_epochs(ckpt, key: str | None = None) -> int:
 
 # ----------------------------------------------------------------------------- the stage
 
+def _interrupted_run(cfg: dict, out_dir: Path, key: str) -> dict:
+    """``run.json`` of a training of this configuration whose MLflow run did not finish (requeued,
+    killed, timed out, failed): the resumed training continues that run. Otherwise {}."""
+    try:
+        record = json.loads((out_dir / RUN).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    if record.get("resume_key") != key or record.get("uri") != tracking.tracking_uri(cfg):
+        return {}
+    try:
+        status = tracking.client(cfg).get_run(record["run_id"]).info.status
+    except Exception:  # noqa: BLE001 - the run is gone (another store, deleted): start a new one
+        log.warning("MLflow run %s of %s no longer exists: this training starts a new run", record["run_id"],
+                    out_dir / RUN)
+        return {}
+    return {} if status == "FINISHED" else record
+
+
 def run(cfg: dict, data_dir, out_dir, callbacks: list | None = None, restart_if_changed: bool = False) -> dict:
     """Pre-train (or resume) and write the outputs; ``callbacks``: extra Lightning callbacks.
 
@@ -264,9 +290,19 @@ def run(cfg: dict, data_dir, out_dir, callbacks: list | None = None, restart_if_
 
     Returns a summary: ``skipped`` (already complete), ``start_epoch`` (epochs done before
     this call), ``epochs``, ``history`` (per-epoch metrics of this call), ``final_metrics``,
-    ``knn_acc_final`` (probe on the embeddings written to embeddings.png), ``run_id``.
+    ``knn_acc_final`` (probe on the embeddings written to embeddings.png), ``run_id``,
+    ``requeued`` (how often Slurm requeued this training before it ended).
+
+    Raises :class:`rs3l.training.requeue.RequeueRequested` when Slurm's warning signal stopped it.
     """
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    stop = requeue.RequeueOnSignal().install()  # first: the signal kills a process without a handler
+    try:
+        return _run(cfg, Path(data_dir), Path(out_dir), [stop, *(callbacks or [])], restart_if_changed)
+    finally:
+        stop.restore()
+
+
+def _run(cfg: dict, data_dir: Path, out_dir: Path, callbacks: list, restart_if_changed: bool) -> dict:
     rank = _global_rank()
     if cfg["pretrain"]["pools"]:
         raise ValueError(f"pretrain.pools {cfg['pretrain']['pools']} is a scan: pre-train one pool at a time "
@@ -304,21 +340,43 @@ def run(cfg: dict, data_dir, out_dir, callbacks: list | None = None, restart_if_
         return {"skipped": True, "restored": True, "start_epoch": done, "epochs": epochs, "history": []}
     if rank != 0:
         return _train(cfg, data_dir, out_dir, key, ckpt if done else None, None, None, callbacks, pool_jets)
-    # Open the MLflow run first: an unreachable server fails before any training.
+    # Open the MLflow run first: an unreachable server fails before any training. A training that
+    # was interrupted (requeued, killed) continues its run.
+    interrupted = _interrupted_run(cfg, out_dir, key)
     name = "pretrain" if cfg["pretrain"]["pool"] is None else f"pretrain-pool{pool_jets}"
-    with tracking.child_run(cfg, name=name, stage="pretrain", params=tracking.flat_params(cfg)) as active:
+    with tracking.child_run(cfg, name=name, stage="pretrain", params=tracking.flat_params(cfg),
+                            run_id=interrupted.get("run_id")) as active:
         import mlflow
 
+        record = {"run_id": active.info.run_id, "uri": tracking.tracking_uri(cfg), "resume_key": key,
+                  "requeued": int(interrupted.get("requeued", 0))}
+        write_text(out_dir / RUN, json.dumps(record, indent=2))
+        if interrupted:
+            log.info("continuing MLflow run %s of the interrupted training (requeued %d times so far)",
+                     active.info.run_id, record["requeued"])
         mlflow.log_param("dataset.content_hash", content_hash)
         mlflow.log_param("pretrain.pool_jets", pool_jets)
         mlflow.set_tags({"dataset.content_hash": content_hash, "dataset.path": str(data_dir.resolve()),
                          "rs3l.resumed_from_epoch": done, "rs3l.pretrain.pool": str(cfg["pretrain"]["pool"]),
                          "rs3l.pretrain.pool_jets": pool_jets})
         mlflow.log_artifact(str(data_dir / "manifest.json"), artifact_path="dataset")
-        summary = _train(cfg, data_dir, out_dir, key, ckpt if done else None,
-                         tracking.tracking_uri(cfg), active.info.run_id, callbacks, pool_jets)
+        try:
+            summary = _train(cfg, data_dir, out_dir, key, ckpt if done else None,
+                             tracking.tracking_uri(cfg), active.info.run_id, callbacks, pool_jets)
+        except requeue.RequeueRequested:
+            record["requeued"] += 1
+            write_text(out_dir / RUN, json.dumps(record, indent=2))
+            mlflow.set_tag("rs3l.requeued", record["requeued"])
+            # not FINISHED, not FAILED: the requeued job continues this run
+            mlflow.end_run(status="SCHEDULED")
+            raise
         summary["start_epoch"] = done
         summary["run_id"] = active.info.run_id
+        summary["requeued"] = record["requeued"]
+        if (out_dir / "summary.json").exists():
+            write_text(out_dir / "summary.json", json.dumps({**json.loads((out_dir / "summary.json").read_text()),
+                                                            "requeued": record["requeued"]}, indent=2))
+        mlflow.set_tag("rs3l.requeued", record["requeued"])
         for name in (ENCODER, CHECKPOINT, PLOT, "summary.json"):
             if (out_dir / name).exists():
                 mlflow.log_artifact(str(out_dir / name))
@@ -358,11 +416,16 @@ def _train(cfg: dict, data_dir: Path, out_dir: Path, key: str, resume_from: Path
     if cfg["pretrain"]["patience"] and has_val:
         stopping.append(L.pytorch.callbacks.EarlyStopping(monitor="val/loss", mode="min",
                                                           patience=cfg["pretrain"]["patience"]))
+    # Under Slurm, Lightning's own requeue on SIGUSR1 is off: rs3l.training.requeue does it
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None
     trainer = L.Trainer(
         max_epochs=cfg["pretrain"]["epochs"], accelerator=t["accelerator"], devices=t["devices"],
         num_nodes=t["num_nodes"], strategy=t["strategy"], precision=t["precision"], default_root_dir=out_dir,
-        logger=False, callbacks=[checkpoint_cb, SetEpoch(), metrics_cb, Stamp({"resume_key": key}), best_cb, *stopping,
-                                 *(callbacks or [])],
+        logger=False, plugins=plugins,
+        callbacks=[checkpoint_cb, SetEpoch(), metrics_cb, Stamp({"resume_key": key}), best_cb, *stopping,
+                   *(callbacks or [])],
         enable_progress_bar=True, enable_model_summary=_global_rank() == 0, log_every_n_steps=10,
         num_sanity_val_steps=0)
     log.info("training process: global rank %d of world size %d (%s)", trainer.global_rank, trainer.world_size,
@@ -430,4 +493,8 @@ def main(cfg: dict, args) -> None:
         if cfg["pretrain"]["pools"] and pool not in cfg["pretrain"]["pools"]:
             raise ValueError(f"--pool {args.pool} is not one of pretrain.pools {cfg['pretrain']['pools']}")
         cfg = with_pool(cfg, int(pool) if pool is not None and pool > 1 else pool)
-    run(cfg, args.data, args.out_dir, restart_if_changed=args.restart_if_changed)
+    try:
+        run(cfg, args.data, args.out_dir, restart_if_changed=args.restart_if_changed)
+    except requeue.RequeueRequested:
+        # rank 0 requeues the Slurm job; every rank then waits for Slurm to end it
+        sys.exit(requeue.requeue(ask=_global_rank() == 0))
