@@ -43,7 +43,8 @@ def test_results_table_has_every_arm_with_values_in_range(smoke_run):
         assert int(r["n_seeds"]) == (ft["seeds"] if r["mode"] in ("full", "scratch") else ev["seeds"])
         for view in ("seed", "fsr_up"):
             assert 0 <= float(r[f"w1_{view}"]) <= 1
-    assert (results / "summary" / "results.md").read_text().startswith("| task")
+    md = (results / "summary" / "results.md").read_text()
+    assert md.startswith("# Results: smoke") and "## The answer first" in md and "## Where the time went" in md
     assert {p.name for p in (results / "summary" / "plots").glob("*.png")} >= {
         "roc_top_vs_qcd.png", "scores_top_vs_qcd.png", "label_efficiency_top_vs_qcd.png", "jet_mass.png"}
 
@@ -52,11 +53,11 @@ def test_every_arm_of_a_label_fraction_trains_on_the_same_jets(smoke_run):
     """Deep arms (labels.json), probes and the BDT (their records): one jet-id hash per fraction and seed."""
     base = smoke_run["results"] / "finetune" / "top_vs_qcd"
     probes = json.loads((smoke_run["results"] / "evaluate" / "probes.json").read_text())
-    for fraction in ("0.5", "1.0"):
-        subsets = {m: json.loads((base / m / f"f{fraction}" / "s0" / "labels.json").read_text())["jet_ids_sha256"]
+    for token in ("f0.5", "f1"):
+        subsets = {m: json.loads((base / m / token / "s0" / "labels.json").read_text())["jet_ids_sha256"]
                    for m in ("full", "scratch")}
         subsets |= {f"{r['method']} {r['mode']}": r["labels_sha256"] for r in probes
-                    if r["label_fraction"] == float(fraction) and r["seed"] == 0}
+                    if r["labels"] == token and r["seed"] == 0}
         assert len(subsets) == 7 and len(set(subsets.values())) == 1, subsets
 
 

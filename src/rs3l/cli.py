@@ -75,6 +75,9 @@ def _tracking_init(p):
 def _pretrain(p):
     p.add_argument("--data", required=True, help="merged data folder (with manifest.json)")
     p.add_argument("--out-dir", required=True, help="output folder: checkpoints, encoder.pt")
+    p.add_argument("--pool", default=None, metavar="N",
+                   help="the pre-training pool: N train jets (N > 1), a fraction (N <= 1) or 'all'; overrides "
+                        "pretrain.pool, and must be one of pretrain.pools in a pool-size scan")
     p.add_argument("--restart-if-changed", action="store_true",
                    help="if last.ckpt in --out-dir belongs to another configuration or dataset, delete it and start "
                         "over (the workflow does this: it re-runs pre-training only when those changed); without "
@@ -88,20 +91,30 @@ def _finetune(p):
     p.add_argument("--mode", required=True, choices=["mlp", "full", "scratch"],
                    help="mlp: frozen encoder + MLP head; full: pre-trained encoder fine-tuned; scratch: random init "
                         "(the linear and kNN probes are `rs3l probe`)")
-    p.add_argument("--fraction", type=float, required=True, help="fraction of training labels used, in (0, 1]")
+    p.add_argument("--fraction", type=float, default=None, help="one arm: fraction of training labels used, in (0, 1]")
+    p.add_argument("--labels", default=None, metavar="TOKEN",
+                   help="one arm: the labelled set as f<fraction> (f0.1) or n<jets> (n300: 150 signal + 150 background)")
     p.add_argument("--seed", type=int, default=0,
                    help="repeat seed in 0..finetune.seeds-1: picks the labelled subset and the initialisation "
                         "(default 0)")
-    p.add_argument("--out-dir", required=True, help="output folder: model.pt, labels.json")
+    p.add_argument("--arms", nargs="+", default=None, metavar="LABELS:SEED",
+                   help="several arms in one process (start-up, data and test set loaded once), e.g. "
+                        "--arms n100:0 n100:1 f0.1:0; each is written to <out-dir>/<labels>/s<seed>/ and --evaluate "
+                        "gets the list of their records (what the workflow does)")
+    p.add_argument("--out-dir", required=True, help="output folder: model.pt, labels.json (with --arms: the folder "
+                   "of the arms' folders)")
     p.add_argument("--evaluate", default=None, metavar="JSON",
-                   help="then evaluate the model on the test split in the same process and write `rs3l evaluate`'s "
-                        "record here (what the workflow does)")
+                   help="then evaluate the model(s) on the test split in the same process and write `rs3l evaluate`'s "
+                        "record (with --arms: a list of records) here (what the workflow does)")
 
 
 def _probe(p):
     p.add_argument("--data", required=True, help="merged data folder (with manifest.json)")
     p.add_argument("--encoder", required=True, help="encoder.pt from `rs3l pretrain`")
-    p.add_argument("--out", required=True, help="JSON list of evaluation records (every task, fraction, seed)")
+    p.add_argument("--out", required=True, help="JSON list of evaluation records (every task, labelled set, seed)")
+    p.add_argument("--only", choices=["pretrained", "baselines"], default=None,
+                   help="only the pre-trained encoder's probes, or only the baselines (random encoder, substructure "
+                        "BDT; --encoder then gives the architecture); default both")
 
 
 def _science(p):
@@ -134,6 +147,7 @@ def _evaluate(p):
 def _plan(p):
     p.add_argument("--profile", default=None, help="Slurm profile whose group-components bundle jobs "
                    "(default: workflow/profiles/slurm/config.yaml)")
+    p.add_argument("--cores", type=int, default=2, help="cores of the local wall-time estimate (default 2)")
 
 
 def _report(p):

@@ -153,6 +153,8 @@ def check(cfg: dict) -> None:
     for c in cfg["pretrain"]["exclude_classes"]:
         if c not in classes:
             raise ConfigError(f"pretrain.exclude_classes: unknown class '{c}'; classes: {', '.join(classes)}")
+    if not cfg["finetune"]["label_fractions"] and not cfg["finetune"]["label_counts"]:
+        raise ConfigError("finetune: give labelled sets in label_fractions or label_counts (both are empty)")
     made = simulated_classes(cfg)
     for tname, task in cfg["finetune"]["tasks"].items():
         for side in ("signal", "background"):
@@ -227,6 +229,14 @@ def check_pretrain(cfg: dict) -> None:
     if len(p["augment_views"]) < n and not stochastic:
         raise ConfigError(f"pretrain.views_per_jet = {n} needs at least {n} entries in pretrain.augment_views "
                           f"(or one with a hand-crafted augmentation, e.g. 'nominal+jetclr'); got {p['augment_views']}")
+    for key, values in (("pool", [p["pool"]] if p["pool"] is not None else []), ("pools", p["pools"])):
+        for v in values:
+            if v > 1 and v != int(v):
+                raise ConfigError(f"pretrain.{key}: {v} is neither a fraction (<= 1) of the train jets nor a "
+                                  f"whole number of jets")
+    if p["pools"] and p["pool"] is not None:
+        raise ConfigError(f"pretrain.pools {p['pools']} scans the pool size; leave pretrain.pool null "
+                          f"(it is {p['pool']})")
     if p["objective"] == "jepa" and p["projection_head"]:
         raise ConfigError("pretrain.projection_head must be 0 with pretrain.objective 'jepa' (its predictor is the head)")
     check_pretrain_heads(cfg)

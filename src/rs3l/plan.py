@@ -30,6 +30,39 @@ def merge_parts(cfg: dict) -> list[list[tuple[str, int]]]:
     return [groups[i:i + size] for i in range(0, len(groups), size)]
 
 
+def pool_name(pool: float | None) -> str | None:
+    """Folder and arm name of one pre-training pool: ``pool2000`` (jets) or ``pool0.1`` (a fraction)."""
+    return None if pool is None else f"pool{int(pool)}" if pool > 1 else f"pool{pool:g}"
+
+
+def pretrain_pools(cfg: dict) -> list:
+    """The pool of every pre-training: ``pretrain.pools`` (a scan) or the one ``pretrain.pool`` (None = all)."""
+    return list(cfg["pretrain"]["pools"]) or [cfg["pretrain"]["pool"]]
+
+
+def deep_jobs(cfg: dict) -> dict[str, dict]:
+    """The workflow's fine-tuning jobs: {"<task>/<arm>/b<k>": {task, mode, pool, arms: [(labels, seed), ...]}}.
+
+    ``arm`` is the mode, or ``<mode>-pool<n>`` for a pre-trained mode in a pool-size scan (``scratch`` does not
+    depend on pre-training and runs once). Each job trains ``finetune.arms_per_job`` arms (0 = all of its
+    task and arm) in one process."""
+    from rs3l.evaluation.tasks import label_sets
+
+    ft = cfg["finetune"]
+    arms = [(t, s) for t in label_sets(cfg) for s in range(ft["seeds"])]
+    size = ft["arms_per_job"] or len(arms)
+    scan = bool(cfg["pretrain"]["pools"])
+    jobs = {}
+    for task in ft["tasks"]:
+        for mode in ft["modes"]:
+            for pool in [None] if mode == "scratch" else pretrain_pools(cfg):
+                arm = f"{mode}-{pool_name(pool)}" if scan and mode != "scratch" else mode
+                for k in range(0, len(arms), size):
+                    jobs[f"{task}/{arm}/b{k // size}"] = {"task": task, "mode": mode, "arm": arm, "pool": pool,
+                                                          "arms": arms[k:k + size]}
+    return jobs
+
+
 def merge_hash(cfg: dict) -> str:
     """Hash of what decides the merged data besides the fragments (the ``merge`` section)."""
     return config_hash({"merge": cfg["merge"]})
@@ -78,6 +111,58 @@ LHE_BYTES_PER_EVENT = {"qcd": 104, "top": 385, "wqq": 175, "hbb": 172}
 SHARD_TO_FRAGMENT = 1.03
 #: Merge throughput, jet-view rows per second on one core (benchmarks/bench_scale.py).
 MERGE_ROWS_PER_S = (45000.0, "benchmarks/bench_scale.py on the dev VM: 128k jets x 4 views in 10.3 CPU s")
+
+
+#: Training throughput on the dev VM's 2 cores, views/s (batch 128; DESIGN.md, measured 2026-11-22); inference
+#: (eval mode, no gradients) is taken as 3x that: a forward pass is about a third of forward + backward.
+TRAIN_RATE = ({"particlenet": 826.0, "transformer": 1667.0, "deepsets": 6052.0, "particle_transformer": 600.0},
+              "DESIGN.md: default-run CPU training, 2 threads, batch 128 (particle_transformer: assumed)")
+INFER_FACTOR = 3.0
+#: A fine-tuning arm: optimiser steps until early stopping, taken as max(min_steps, 20 epochs of its labelled
+#: set) + patience x val_every (the steps after the best one), capped at max_steps; plus this much fixed cost
+#: per arm (MLflow runs, model logging) and per job (imports, data loading).
+ARM_OVERHEAD_S, FINETUNE_JOB_S = 3.0, 15.0
+#: The probe job: one convex or kNN fit per (task, labelled set, seed, probe, encoder), seconds each.
+PROBE_FIT_S = 0.5
+
+
+def training_seconds(cfg: dict, jets: dict) -> dict[str, float]:
+    """Estimated CPU seconds of pretrain, finetune, probe and science on this kind of machine (2 cores),
+    from the merged jets per split and class (``plan()['jets']``). Pre-training at its full epoch budget
+    (an upper bound: early stopping ends sooner)."""
+    from rs3l.evaluation.tasks import label_sets, parse_labels
+
+    t, p, ft, ev = cfg["training"], cfg["pretrain"], cfg["finetune"], cfg["evaluate"]
+    rate = TRAIN_RATE[0].get(p["encoder"], min(TRAIN_RATE[0].values()))
+    infer = rate * INFER_FACTOR
+    views = len(cfg["simulation"]["views"])
+    n = {s: sum(v.values()) for s, v in jets.items()}
+    out = {"pretrain": 0.0, "finetune": 0.0, "probe": 0.0, "science": 0.0}
+    excluded = set(p["exclude_classes"])
+    eligible = sum(v for c, v in jets["train"].items() if c not in excluded)
+    for pool in pretrain_pools(cfg):
+        size = eligible if pool is None else (pool * eligible if pool <= 1 else pool)
+        per_epoch = size * p["views_per_jet"] / rate + n["val"] * p["views_per_jet"] / infer
+        out["pretrain"] += p["epochs"] * per_epoch + JOB_OVERHEAD_S[0]
+    for job in deep_jobs(cfg).values():
+        task = ft["tasks"][job["task"]]
+        classes = set(task["signal"]) | set(task["background"])
+        n_task = {s: sum(v for c, v in jets[s].items() if c in classes) for s in jets}
+        out["finetune"] += FINETUNE_JOB_S
+        for token, _ in job["arms"]:
+            fraction, count = parse_labels(token)
+            n_lab = min(count, n_task["train"]) if count else fraction * n_task["train"]
+            batch = min(t["batch_size"], max(n_lab, 1))
+            steps = min(ft["max_steps"], max(ft["min_steps"], 20 * -(-n_lab // batch)) + ft["patience"] * ft["val_every"])
+            val = (steps / ft["val_every"]) * n_task["val"] / infer
+            test = n_task["test"] * views / infer
+            out["finetune"] += steps * batch / (rate if job["mode"] != "mlp" else infer) + val + test + ARM_OVERHEAD_S
+    encoders = len(pretrain_pools(cfg)) + (ev["seeds"] if ev["random_encoder"] else 0)
+    fits = len(ft["tasks"]) * len(label_sets(cfg)) * ev["seeds"] * len(ev["probes"]) * encoders
+    out["probe"] = encoders * (n["train"] + n["val"] + n["test"] * views) / infer + fits * PROBE_FIT_S
+    science_jets = min(cfg["science"]["max_jets"] or n["train"], n["train"]) + n["test"] * views
+    out["science"] = science_jets / infer + 30.0
+    return out
 
 
 def _lhe_events_used(cfg: dict, process: str, chunks: int) -> int:
@@ -150,14 +235,15 @@ def job_counts(cfg: dict) -> dict[str, int]:
     chunks = process_chunks(cfg)
     generated = sum(n for p, n in chunks.items() if not is_lhe(cfg["processes"][p]))
     units = sum(chunks.values()) * sum(sim["replicas"].get(v, 1) for v in sim["views"])
-    # deep fine-tuning arms, one job per repeat seed (each evaluates its model too); the probes and
-    # the BDT run in one `probe` job
-    arms = len(ft["tasks"]) * len(ft["modes"]) * len(ft["label_fractions"]) * ft.get("seeds", 1)
+    # deep fine-tuning arms, finetune.arms_per_job per job (each evaluates its models too); the probes
+    # and the BDT run in one `probe` job, plus one per pool of a pool-size scan
+    scan = len(cfg["pretrain"]["pools"])
     # one split job per LHE process, its rule named after it (its outputs are that process' chunks)
     splits = {f"split_lhe_{p}": 1 for p in chunks if is_lhe(cfg["processes"][p])}
     return {"tracking_init": 1, **({"generate": generated} if generated else {}), **splits, "resimulate": units,
-            "merge_part": len(merge_parts(cfg)), "merge": 1, "export_root": 1, "pretrain": 1,
-            "finetune": arms, "probe": 1, "science": 1, "report": 1, "all": 1}
+            "merge_part": len(merge_parts(cfg)), "merge": 1, "export_root": 1,
+            **({"pretrain_pool": scan, "probe_pool": scan} if scan else {"pretrain": 1}),
+            "finetune": len(deep_jobs(cfg)), "probe": 1, "science": 1, "report": 1, "all": 1}
 
 
 def plan(cfg: dict, profile_path: Path | None = None, rules_dir: Path | None = None) -> dict:
@@ -227,7 +313,9 @@ def plan(cfg: dict, profile_path: Path | None = None, rules_dir: Path | None = N
             continue  # local rules: no submission
         per = components.get(rule_group.get(rule, ""), 1)
         submissions[rule] = -(-n // per)
-    return {"jobs": jobs, "chunks": chunks_by_process, "submissions": submissions,
+    training = training_seconds(cfg, {s: dict(v) for s, v in jets.items()})
+    return {"jobs": jobs, "chunks": chunks_by_process, "submissions": submissions, "training_cpu_hours":
+            {k: v / 3600 for k, v in training.items()},
             "group_size": {r: components.get(g, 1) for r, g in rule_group.items()},
             "profile": str(profile_path) if profile else f"{profile_path} (not found: one submission per job)",
             "cpu_hours": {k: v / 3600 for k, v in cpu.items()}, "disk_gb": {k: v / 1e9 for k, v in disk.items()},
@@ -255,7 +343,16 @@ def format_plan(p: dict, cfg: dict) -> str:
     lines += ["", "CPU-hours (one core each):"]
     for stage, h in p["cpu_hours"].items():
         lines.append(f"  {stage:<12}{h:12.2f}")
-    lines.append(f"  {'total':<12}{sum(p['cpu_hours'].values()):12.2f}   (pretrain/finetune/probe: GPU jobs, not estimated)")
+    lines.append(f"  {'total':<12}{sum(p['cpu_hours'].values()):12.2f}")
+    lines += ["", "training on CPU (this kind of machine: 2 cores, no GPU), core-hours:"]
+    for stage, h in p["training_cpu_hours"].items():
+        lines.append(f"  {stage:<12}{h:12.2f}")
+    total = sum(p["cpu_hours"].values()) + sum(p["training_cpu_hours"].values())
+    lines.append(f"  {'total':<12}{sum(p['training_cpu_hours'].values()):12.2f}   (pre-training at its full epoch "
+                 f"budget: early stopping ends sooner)")
+    cores = p.get("cores", 2)
+    lines.append(f"\nlocal wall time on {cores} cores (snakemake --cores {cores}): about {total / cores:.2f} h "
+                 f"(simulation + training core-hours / {cores}; on a cluster the GPU jobs take a fraction of it)")
     lines += ["", "disk (GB):"]
     for what, gb in p["disk_gb"].items():
         lines.append(f"  {what:<12}{gb:12.2f}")
@@ -283,7 +380,10 @@ def format_plan(p: dict, cfg: dict) -> str:
     if "split_lhe" in p["cpu_hours"]:
         lines.append(f"  split-lhe {SPLIT_RATE[0]:.0f} ev/s [{SPLIT_RATE[1]}]; an lhe process is costed like the "
                      f"measured process its name matches, else like top")
-    lines += [f"  hard process {HARD_RATE[0]:.0f} ev/s [{HARD_RATE[1]}]",
+    lines += [f"  training {TRAIN_RATE[0].get(cfg['pretrain']['encoder'], 0):.0f} views/s ({cfg['pretrain']['encoder']}), "
+              f"inference {INFER_FACTOR:g}x that [{TRAIN_RATE[1]}]; fine-tuning arm: max(min_steps, 20 epochs) + "
+              f"patience x val_every steps, {ARM_OVERHEAD_S:g} s per arm, {FINETUNE_JOB_S:g} s per job",
+              f"  hard process {HARD_RATE[0]:.0f} ev/s [{HARD_RATE[1]}]",
               f"  per-job overhead {JOB_OVERHEAD_S[0]} s (start, imports, Pythia init) [measured here]",
               f"  merge {MERGE_ROWS_PER_S[0]:,.0f} rows/s [{MERGE_ROWS_PER_S[1]}]",
               f"  source of 'measured here': {SOURCE_HERE}",
@@ -294,4 +394,5 @@ def format_plan(p: dict, cfg: dict) -> str:
 
 def main(cfg: dict, args) -> None:
     p = plan(cfg, Path(args.profile) if args.profile else None)
+    p["cores"] = args.cores
     print(format_plan(p, cfg))

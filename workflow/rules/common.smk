@@ -35,14 +35,20 @@ INSTANCES = rs3l_config.view_instances(config)
 MERGE_PARTS = rs3l_plan.merge_parts(config)
 MERGE_HASH = rs3l_plan.merge_hash(config)
 FT = config["finetune"]
-# deep (gradient) arms, one job per repeat seed; the probes and the BDT run in one `probe` job
-ARMS = [
-    (t, m, f, s)
-    for t in FT["tasks"]
-    for m in FT["modes"]
-    for f in FT["label_fractions"]
-    for s in range(FT["seeds"])
-]
+# Pre-training: one, or one per pool of a pool-size scan (pretrain.pools): {pool: encoder.pt}; the
+# single pre-training keeps its folder pretrain/, a scan's are pretrain/pool<n>/.
+POOLS = config["pretrain"]["pools"]
+ENCODERS = (
+    {p: f"{R}/pretrain/{rs3l_plan.pool_name(p)}/encoder.pt" for p in POOLS}
+    if POOLS
+    else {config["pretrain"]["pool"]: f"{R}/pretrain/encoder.pt"}
+)
+POOL_VALUES = {rs3l_plan.pool_name(p): p for p in POOLS}
+# `rs3l science` and the embedding plot use the pre-training on the largest pool
+SCIENCE_ENCODER = ENCODERS[max(ENCODERS, key=lambda p: float("inf") if p is None else p)]
+# deep (gradient) arms: one job per task and arm (mode, or mode-pool<n> in a scan), finetune.arms_per_job
+# arms each; the probes and the BDT run in one `probe` job (plus one per pool of a scan)
+DEEP_JOBS = rs3l_plan.deep_jobs(config)
 SUMMARY = [f"{R}/summary/results.csv", f"{R}/summary/results.md"]
 # `rs3l science`: invariance, parameter regression and anomaly search on the frozen encoder
 SCIENCE = [f"{R}/evaluate/science.json"]
@@ -56,9 +62,11 @@ write_text_if_changed(CONFIG, yaml.safe_dump(dict(config), sort_keys=False))
 wildcard_constraints:
     chunk=r"\d+",
     replica=r"\d+",
-    fraction=r"[0-9.]+",
-    seed=r"\d+",
+    batch=r"\d+",
     part=r"\d{5}",
+    task=r"[^/]+",
+    arm=r"[^/]+",
+    pool=r"pool[0-9.]+",
 
 
 # The fragments of each merge part, built once: an input function that rebuilt a list of all
@@ -81,12 +89,19 @@ for _part, _paths in enumerate(PART_FRAGMENTS):
 
 
 def evaluations(wildcards=None):
-    return [f"{R}/evaluate/{t}/{m}/f{f}/s{s}.json" for t, m, f, s in ARMS] + [f"{R}/evaluate/probes.json"]
+    deep = [f"{R}/evaluate/deep/{job}.json" for job in DEEP_JOBS]
+    pools = [f"{R}/evaluate/probes-{name}.json" for name in POOL_VALUES]
+    return deep + pools + [f"{R}/evaluate/probes.json"]
+
+
+def deep_job(wildcards) -> dict:
+    return DEEP_JOBS[f"{wildcards.task}/{wildcards.arm}/b{wildcards.batch}"]
 
 
 def encoder_for(wildcards):
     # the supervised baseline (scratch) does not depend on pre-training
-    return [] if wildcards.mode == "scratch" else [f"{R}/pretrain/encoder.pt"]
+    job = deep_job(wildcards)
+    return [] if job["mode"] == "scratch" else [ENCODERS[job["pool"]]]
 
 
 # ----- the ablation grid (config `ablation:`; rules in ablation.smk)

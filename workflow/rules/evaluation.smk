@@ -4,16 +4,19 @@
 
 
 rule probe:
+    # every probe and baseline; in a pool-size scan only the baselines (the random encoder takes the
+    # architecture of the first pool's encoder), the pre-trained probes run per pool (probe_pool)
     input:
         config=ancient(CONFIG),
         manifest=f"{R}/data/manifest.json",
         tracking=f"{R}/tracking/parent_run.json",
-        encoder=f"{R}/pretrain/encoder.pt",
+        encoder=next(iter(ENCODERS.values())),
     output:
         f"{R}/evaluate/probes.json",
     params:
         config_hash=CONFIG_HASH,
         data=lambda wc, input: os.path.dirname(input.manifest),
+        only="--only baselines" if POOLS else "",
     log:
         f"{R}/logs/probe.log",
     benchmark:
@@ -27,7 +30,25 @@ rule probe:
         "../envs/training.yaml"
     shell:
         "rs3l probe --config {input.config} --data {params.data} --encoder {input.encoder} --out {output}"
-        " > {log} 2>&1"
+        " {params.only} > {log} 2>&1"
+
+
+use rule probe as probe_pool with:
+    input:
+        config=ancient(CONFIG),
+        manifest=f"{R}/data/manifest.json",
+        tracking=f"{R}/tracking/parent_run.json",
+        encoder=f"{R}/pretrain/{{pool}}/encoder.pt",
+    output:
+        f"{R}/evaluate/probes-{{pool}}.json",
+    params:
+        config_hash=CONFIG_HASH,
+        data=lambda wc, input: os.path.dirname(input.manifest),
+        only="--only pretrained",
+    log:
+        f"{R}/logs/probe_{{pool}}.log",
+    benchmark:
+        f"{R}/benchmarks/probe_{{pool}}.tsv"
 
 
 rule science:
@@ -36,7 +57,7 @@ rule science:
         config=ancient(CONFIG),
         manifest=f"{R}/data/manifest.json",
         tracking=f"{R}/tracking/parent_run.json",
-        encoder=f"{R}/pretrain/encoder.pt",
+        encoder=SCIENCE_ENCODER,
     output:
         f"{R}/evaluate/science.json",
     params:

@@ -20,6 +20,7 @@ rule pretrain:
         data=lambda wc, input: os.path.dirname(input.manifest),
         out_dir=lambda wc, output: os.path.dirname(output[0]),
         srun=lambda wc, resources: rs3l_launch.srun_prefix(config, resources.cpus_per_task, resources.gpu),
+        pool="",
     log:
         f"{R}/logs/pretrain.log",
     benchmark:
@@ -34,31 +35,52 @@ rule pretrain:
         "../envs/training.yaml"
     shell:
         # ${{SLURM_JOB_ID:+...}}: the srun only inside a Slurm job; a local run starts one process
-        "${{SLURM_JOB_ID:+{params.srun}}} rs3l pretrain --config {input.config} --data {params.data} --out-dir {params.out_dir} --restart-if-changed"
-        " > {log} 2>&1"
+        "${{SLURM_JOB_ID:+{params.srun}}} rs3l pretrain --config {input.config} --data {params.data} --out-dir {params.out_dir}"
+        " {params.pool} --restart-if-changed > {log} 2>&1"
+
+
+# A pool-size scan (pretrain.pools): the same job once per pool, in pretrain/pool<n>/ (child run tagged
+# rs3l.pretrain.pool); only then the pre-training of the workflow.
+use rule pretrain as pretrain_pool with:
+    output:
+        f"{R}/pretrain/{{pool}}/encoder.pt",
+    params:
+        config_hash=CONFIG_HASH,
+        data=lambda wc, input: os.path.dirname(input.manifest),
+        out_dir=lambda wc, output: os.path.dirname(output[0]),
+        srun=lambda wc, resources: rs3l_launch.srun_prefix(config, resources.cpus_per_task, resources.gpu),
+        pool=lambda wc: f"--pool {POOL_VALUES[wc.pool]}",
+    log:
+        f"{R}/logs/pretrain_{{pool}}.log",
+    benchmark:
+        f"{R}/benchmarks/pretrain_{{pool}}.tsv"
 
 
 rule finetune:
+    # the arms (labelled set x repeat seed) of one task and arm in one process: start-up, data loading and
+    # the test-set cache are paid once per job (finetune.arms_per_job arms; 0 = all)
     input:
         config=ancient(CONFIG),
         manifest=f"{R}/data/manifest.json",
         tracking=f"{R}/tracking/parent_run.json",
         encoder=encoder_for,
     output:
-        model=f"{R}/finetune/{{task}}/{{mode}}/f{{fraction}}/s{{seed}}/model.pt",
-        # evaluated in the same process (`rs3l evaluate`'s record): one start-up per arm, not two
-        result=f"{R}/evaluate/{{task}}/{{mode}}/f{{fraction}}/s{{seed}}.json",
+        # every arm's record (`rs3l evaluate`'s); each arm's model.pt and evaluation.json are in
+        # finetune/<task>/<arm>/<labels>/s<seed>/
+        f"{R}/evaluate/deep/{{task}}/{{arm}}/b{{batch}}.json",
     params:
         config_hash=CONFIG_HASH,
         data=lambda wc, input: os.path.dirname(input.manifest),
         encoder=lambda wc, input: f"--encoder {input.encoder}" if input.encoder else "",
-        out_dir=lambda wc, output: os.path.dirname(output.model),
+        mode=lambda wc: deep_job(wc)["mode"],
+        arms=lambda wc: " ".join(f"{t}:{s}" for t, s in deep_job(wc)["arms"]),
+        out_dir=lambda wc: f"{R}/finetune/{wc.task}/{wc.arm}",
     log:
-        f"{R}/logs/finetune/{{task}}_{{mode}}_f{{fraction}}_s{{seed}}.log",
+        f"{R}/logs/finetune/{{task}}_{{arm}}_b{{batch}}.log",
     benchmark:
-        f"{R}/benchmarks/finetune/{{task}}_{{mode}}_f{{fraction}}_s{{seed}}.tsv"
+        f"{R}/benchmarks/finetune/{{task}}_{{arm}}_b{{batch}}.tsv"
     resources:
-        runtime=120,
+        runtime=240,
         mem_mb=4000,
         cpus_per_task=1,
         gpu=0,
@@ -66,5 +88,4 @@ rule finetune:
         "../envs/training.yaml"
     shell:
         "rs3l finetune --config {input.config} --data {params.data} {params.encoder} --task {wildcards.task}"
-        " --mode {wildcards.mode} --fraction {wildcards.fraction} --seed {wildcards.seed} --out-dir {params.out_dir}"
-        " --evaluate {output.result} > {log} 2>&1"
+        " --mode {params.mode} --arms {params.arms} --out-dir {params.out_dir} --evaluate {output} > {log} 2>&1"

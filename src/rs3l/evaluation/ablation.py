@@ -229,8 +229,8 @@ def table(cfg: dict, ablation_dir) -> tuple[list[str], list[dict]]:
 
     def probe_cells(row, prow_list, method_pred, modes=("linear", "knn")):
         for prow in prow_list:
-            if not method_pred(prow["method"]) or prow["mode"] not in modes:
-                continue
+            if not method_pred(prow["method"]) or prow["mode"] not in modes or prow["label_fraction"] is None:
+                continue  # (the table's columns are the label fractions; labelled sets given as counts are left out)
             mode = "linear" if prow["mode"] in ("linear", "baseline") else prow["mode"]
             key = f"{mode}_auc_f{prow['label_fraction']:g}"
             row[key], row[f"{key}_std"] = prow.get("auc"), prow.get("auc_std")

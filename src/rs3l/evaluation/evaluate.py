@@ -36,7 +36,7 @@ import numpy as np
 from rs3l.atomic import write_text
 from rs3l.config import config_hash
 from rs3l.evaluation import metrics
-from rs3l.evaluation.tasks import Task, load_task_split, signal_of
+from rs3l.evaluation.tasks import Task, describe_labels, load_task_split, record_labels, signal_of
 from rs3l.models.classifier import device, load_model, predict, scores_from_logits
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,63 @@ def result(cfg: dict, task: Task, identity: dict, per_view: dict) -> dict:
     return _finite(record)
 
 
+#: Test arrays kept in memory for the next arms of a job up to this size; beyond it every arm reads one
+#: view at a time again (a cluster-size test split at 15 views would need ~10 GB).
+TEST_CACHE_BYTES = 2 * 1024**3
+
+
+class TestViews:
+    """The task's test jets per view (nominal first), read once and kept when they fit in
+    :data:`TEST_CACHE_BYTES`, else read one view at a time on every pass. ``items()`` yields
+    (view, arrays); views without jets of the task are left out."""
+
+    def __init__(self, data_dir, task: Task, manifest: dict, features: list[str], max_constituents: int):
+        self.args = (data_dir, task, manifest, features, max_constituents)
+        rows = manifest["splits"].get("test", {}).get("rows", 0)
+        self.cache: dict | None = {} if rows * max_constituents * (len(features) + 1) * 4 <= TEST_CACHE_BYTES else None
+
+    def _load(self, view: str) -> dict:
+        data_dir, task, manifest, features, max_p = self.args
+        return load_task_split(data_dir, "test", task, manifest["classes"], features, max_p, views=[view])
+
+    def items(self):
+        for view in views_to_evaluate(self.args[2]):
+            if self.cache is not None and view in self.cache:
+                arr = self.cache[view]
+            else:
+                arr = self._load(view)
+                if not len(arr["target"]):
+                    log.warning("view %s: no test jets of the task's classes; skipped", view)
+                if self.cache is not None:
+                    self.cache[view] = arr
+            if len(arr["target"]):
+                yield view, arr
+
+
+def evaluate_model(cfg: dict, model, meta: dict, test_views: TestViews, manifest: dict, model_dir, out=None) -> dict:
+    """The evaluation record of a classifier (in eval mode) with its ``model.pt`` metadata ``meta`` on the
+    test jets per view (:class:`TestViews`); written to ``out`` and logged to MLflow."""
+    task = Task.from_dict(meta["task_def"])
+    dev, bs = device(cfg), cfg["evaluate"]["batch_size"]
+    model.to(dev)
+    per_view = {view: (arr["target"], scores_from_logits(predict(model, arr["x"], arr["mask"], bs, dev),
+                                                         task.multiclass), arr["jet_id"])
+                for view, arr in test_views.items()}
+    training = {k: v for k, v in meta.get("training", {}).items() if k != "history"}
+    identity = {"method": meta["method"], "mode": meta["mode"], "labels": record_labels(meta),
+                "label_fraction": meta["label_fraction"], "label_count": meta.get("label_count"),
+                "seed": meta.get("seed", 0), "encoder": meta["encoder"], "n_labels": meta["n_labels"],
+                "labels_sha256": meta["labels_sha256"], "pretrain_pool_jets": meta.get("pretrain_pool_jets"),
+                "training": training, "model_dir": str(model_dir), "data_content_hash": manifest.get("content_hash")}
+    res = result(cfg, task, identity, per_view)
+    if out is not None:
+        write_text(out, json.dumps(res))
+    _track(cfg, res, out)
+    log.info("%s %s %s %s seed %d: nominal %s", task.name, res["method"], res["mode"], describe_labels(res["labels"]),
+             res["seed"], {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res["metrics"].items()})
+    return res
+
+
 def evaluate(cfg: dict, data_dir, model_dir, out=None) -> dict:
     """Evaluate ``<model_dir>/model.pt`` on every view of the test split; returns (and writes to ``out``) the result."""
     from rs3l.training.data import check_classes, check_views, read_manifest
@@ -157,29 +214,8 @@ def evaluate(cfg: dict, data_dir, model_dir, out=None) -> dict:
     if missing:
         raise ValueError(f"task '{task.name}' needs classes {missing}, which the data does not have; "
                          f"classes: {', '.join(manifest['classes'])}")
-    dev, bs = device(cfg), cfg["evaluate"]["batch_size"]
-    model.to(dev)
-    per_view = {}
-    for view in views_to_evaluate(manifest):  # one view at a time: memory stays at one view of the test split
-        arr = load_task_split(data_dir, "test", task, manifest["classes"], meta["features"], meta["max_constituents"],
-                              views=[view])
-        if not len(arr["target"]):
-            log.warning("view %s: no test jets of the task's classes; skipped", view)
-            continue
-        score = scores_from_logits(predict(model, arr["x"], arr["mask"], bs, dev), task.multiclass)
-        per_view[view] = (arr["target"], score, arr["jet_id"])
-    training = {k: v for k, v in meta.get("training", {}).items() if k != "history"}
-    identity = {"method": meta["method"], "mode": meta["mode"], "label_fraction": meta["label_fraction"],
-                "seed": meta.get("seed", 0), "encoder": meta["encoder"], "n_labels": meta["n_labels"],
-                "labels_sha256": meta["labels_sha256"], "training": training, "model_dir": str(model_dir),
-                "data_content_hash": manifest.get("content_hash")}
-    res = result(cfg, task, identity, per_view)
-    if out is not None:
-        write_text(out, json.dumps(res))
-    _track(cfg, res, out)
-    log.info("%s %s %s f=%g seed %d: nominal %s", task.name, res["method"], res["mode"], res["label_fraction"],
-             res["seed"], {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res["metrics"].items()})
-    return res
+    test = TestViews(data_dir, task, manifest, meta["features"], meta["max_constituents"])
+    return evaluate_model(cfg, model, meta, test, manifest, model_dir, out)
 
 
 def views_to_evaluate(manifest: dict) -> list[str]:
@@ -192,9 +228,9 @@ def _track(cfg: dict, result: dict, out) -> None:
 
     from rs3l.tracking import child_run
 
-    params = {k: result[k] for k in ("task", "method", "mode", "label_fraction", "seed", "encoder", "n_labels",
-                                     "model_dir")}
-    name = f"evaluate-{result['task']}-{result['mode']}-{result['label_fraction']:g}-s{result['seed']}"
+    params = {k: result.get(k) for k in ("task", "method", "mode", "labels", "label_fraction", "label_count", "seed",
+                                         "encoder", "n_labels", "model_dir")}
+    name = f"evaluate-{result['task']}-{result['method']}-{result['mode']}-{describe_labels(result['labels'])}-s{result['seed']}"
     with child_run(cfg, name, "evaluate", params):
         m = {}
         for view, vm in result["views"].items():

@@ -18,7 +18,9 @@ from rs3l.atomic import atomic_path  # noqa: E402
 
 
 def arm_label(r: dict) -> str:
-    return f"{r['method']} {r['mode']} f={r['label_fraction']:g}"
+    from rs3l.evaluation.tasks import describe_labels, record_labels
+
+    return f"{r['method']} {r['mode']} ({describe_labels(record_labels(r))})"
 
 
 def _save(fig: Figure, path) -> Path:
@@ -91,22 +93,28 @@ def _row_label(row: dict) -> str:
 
 
 def label_efficiency(rows: list[dict], path, metrics=("auc", "rejection_at_0.5")) -> Path:
-    """``metrics`` on nominal vs label fraction (log x), one line per (method, mode), error bars = std over seeds."""
+    """``metrics`` on nominal vs the number of labelled jets (log x), one line per (method, mode), error bars =
+    std over seeds (a rejection known only as a lower bound is drawn as an upward triangle at that bound)."""
     fig = Figure(figsize=(5.2 * len(metrics), 4.2))
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     arms = sorted({(r["method"], r["mode"]) for r in rows})
     for ax, metric in zip(axes, metrics):
         for method, mode in arms:
-            pts = sorted((r["label_fraction"], r.get(metric), r.get(f"{metric}_std") or 0.0) for r in rows
-                         if (r["method"], r["mode"]) == (method, mode) and r.get(metric) is not None
-                         and np.isfinite(r.get(metric)))
+            mine = [r for r in rows if (r["method"], r["mode"]) == (method, mode) and r.get("n_labels")]
+            pts = sorted((r["n_labels"], r.get(metric), r.get(f"{metric}_std") or 0.0) for r in mine
+                         if r.get(metric) is not None and np.isfinite(r.get(metric)))
             if pts:
                 x, y, err = zip(*pts)
-                ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"{method} {mode}", **_row_style(method))
+                line = ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"{method} {mode}",
+                                   **_row_style(method))
+                bounds = [(r["n_labels"], r[f"{metric}_lower_bound"]) for r in mine
+                          if r.get(f"{metric}_lower_bound") is not None]
+                if bounds:
+                    ax.plot(*zip(*bounds), "^", color=line[0].get_color())
         ax.set_xscale("log")
         if metric.startswith("rejection"):
             ax.set_yscale("log")
-        ax.set_xlabel("fraction of training labels")
+        ax.set_xlabel("labelled training jets")
         ax.set_ylabel(f"{metric} (nominal test view)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -114,7 +122,7 @@ def label_efficiency(rows: list[dict], path, metrics=("auc", "rejection_at_0.5")
     return _save(fig, path)
 
 
-def robustness_bars(rows: list[dict], views: list[str], held_out, path, key: str = "w1") -> Path:
+def robustness_bars(rows: list[dict], views: list[str], held_out, path, labels: str = "", key: str = "w1") -> Path:
     """Per non-nominal view, ``key``_<view> (W1 of the score vs nominal) per arm, error bars = std over seeds;
     held-out views marked *."""
     fig = Figure(figsize=(max(6.0, 1.4 * len(views) + 3), 4.4))
@@ -127,9 +135,36 @@ def robustness_bars(rows: list[dict], views: list[str], held_out, path, key: str
                capsize=2, label=_row_label(row), hatch="//" if row["method"].startswith("supervised") else None)
     ax.set_xticks(np.arange(len(views)) + 0.4 - width / 2, [v + ("*" if v in held_out else "") for v in views])
     ax.set_ylabel(f"{key}: score shift vs nominal")
-    frac = rows[0]["label_fraction"] if rows else 1.0
-    ax.set_title(f"robustness at {frac:g} of the labels (* = view not used in pre-training)", fontsize=9)
+    ax.set_title(f"robustness{' with ' + labels if labels else ''} (* = view not used in pre-training)", fontsize=9)
     ax.legend(fontsize=6, ncol=2)
+    return _save(fig, path)
+
+
+def pool_scan(scan: list[dict], path) -> Path:
+    """AUC (mean ± std over seeds) against the pre-training pool size (log x), one line per labelled set, one
+    panel per mode (linear probe, full fine-tune); the baseline of each labelled set (random-encoder probe,
+    scratch) as a dashed line of the same colour. ``scan``: :func:`rs3l.evaluation.report.pool_scan` rows."""
+    from rs3l.evaluation.tasks import describe_labels
+
+    modes = list(dict.fromkeys(s["mode"] for s in scan))
+    fig = Figure(figsize=(5.6 * len(modes), 4.4))
+    axes = fig.subplots(1, len(modes), squeeze=False)[0]
+    for ax, mode in zip(axes, modes):
+        for s in (s for s in scan if s["mode"] == mode):
+            x, y, err = zip(*s["points"])
+            line = ax.errorbar(x, y, yerr=[e or 0.0 for e in err], marker="o", capsize=3,
+                               label=f"{describe_labels(s['labels'])} labelled")
+            base = s["baseline"]
+            if base and base[2] is not None:
+                ax.axhline(base[2], linestyle="--", linewidth=1, color=line[0].get_color())
+        ax.set_xscale("log")
+        ax.set_xlabel("unlabelled jets in the pre-training pool")
+        ax.set_ylabel("AUC, nominal test view")
+        what = "frozen encoder, linear probe (dashed: random encoder)" if mode == "linear" else \
+            f"{mode} fine-tune (dashed: trained from scratch)"
+        ax.set_title(f"{scan[0]['task']}: {what}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     return _save(fig, path)
 
 

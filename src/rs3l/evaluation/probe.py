@@ -1,9 +1,11 @@
 """``rs3l probe``: the cheap arms, all in one process: frozen-encoder probes and the substructure baseline.
 
-For every task, label fraction and repeat seed (``evaluate.seeds``), on the labelled subset
-shared with the deep arms (:func:`rs3l.evaluation.tasks.labelled_subset`):
+For every task, labelled set (``finetune.label_counts`` and ``label_fractions``) and repeat seed
+(``evaluate.seeds``), on the labelled subset shared with the deep arms
+(:func:`rs3l.evaluation.tasks.labelled_subset`):
 
-- method ``rs3l-<encoder>``: the pre-trained encoder, frozen; modes ``linear`` (convex
+- method ``rs3l-<encoder>`` (``rs3l-<encoder>-pool<jets>`` when pre-trained on a chosen pool,
+  ``pretrain.pool``): the pre-trained encoder, frozen; modes ``linear`` (convex
   probe, :mod:`~rs3l.evaluation.linear_probe`) and ``knn`` (:mod:`~rs3l.evaluation.knn_probe`);
 - method ``random-<encoder>``: the same probes on a randomly initialised encoder of the same
   architecture and hyper-parameters (a new initialisation per repeat seed): the control that
@@ -15,8 +17,13 @@ Embeddings are computed once per encoder (train rows of ``finetune.train_views``
 val rows, every view of the test split) and reused by every task, fraction and seed.
 Every arm is scored on every test view, giving the same record as ``rs3l evaluate``.
 
+``only``: ``pretrained`` (the pre-trained encoder's probes only: one job per pool of a pool-size scan)
+or ``baselines`` (the random encoder and the BDT only; the encoder file then only gives the
+architecture), default both.
+
 Writes ``--out`` (JSON list of records, atomic) and one MLflow child run ``probe`` whose
-metrics are named ``<task>/<method>/<mode>/f<fraction>/<metric>`` with the repeat seed as step.
+metrics are named ``<task>/<method>/<mode>/<labels>/<metric>`` (labels ``f0.1``, ``n300``) with the
+repeat seed as step.
 """
 
 from __future__ import annotations
@@ -32,8 +39,8 @@ import numpy as np
 from rs3l.atomic import write_text
 from rs3l.evaluation import knn_probe, linear_probe, substructure_bdt
 from rs3l.evaluation.evaluate import result, views_to_evaluate
-from rs3l.evaluation.tasks import (check_task_data, labelled_subset, resolve_task, restrict, task_targets,
-                                   validation_subset)
+from rs3l.evaluation.tasks import (check_task_data, label_sets, labelled_subset, parse_labels, resolve_task,
+                                   task_targets, validation_subset)
 from rs3l.models.classifier import device, predict, read_encoder_checkpoint
 from rs3l.seeds import derive_seed
 
@@ -51,18 +58,23 @@ def _load(data_dir: Path, cfg: dict, features: list[str], max_p: int, manifest: 
             "test": load_arrays(data_dir, "test", features, max_p, views=views_to_evaluate(manifest))}
 
 
-def encoders(cfg: dict, ckpt: dict, n_seeds: int):
+ONLY = ("pretrained", "baselines")
+
+
+def encoders(cfg: dict, ckpt: dict, n_seeds: int, only: str | None = None):
     """(method, seed or None, encoder) for the pre-trained encoder and the random controls."""
     import torch
 
     from rs3l.models.encoders import build_encoder
+    from rs3l.training.finetune import method_name
 
     name, params = ckpt["encoder"], dict(ckpt["encoder_params"])
     enc_cfg = {"encoders": {name: params}, "training": {"features": ckpt["features"]}}
-    pre = build_encoder(name, enc_cfg, ckpt["n_features"])
-    pre.load_state_dict(ckpt["state_dict"])
-    yield f"rs3l-{name}", None, pre
-    if cfg["evaluate"]["random_encoder"]:
+    if only != "baselines":
+        pre = build_encoder(name, enc_cfg, ckpt["n_features"])
+        pre.load_state_dict(ckpt["state_dict"])
+        yield method_name("full", name, ckpt.get("pool_jets") if ckpt.get("pool") is not None else None), None, pre
+    if cfg["evaluate"]["random_encoder"] and only != "pretrained":
         for k in range(n_seeds):
             torch.manual_seed(derive_seed(cfg["seed"], "random-encoder", name, k))
             yield f"random-{name}", k, build_encoder(name, enc_cfg, ckpt["n_features"])
@@ -73,10 +85,13 @@ def _scores(model, X: np.ndarray, multiclass: bool) -> np.ndarray:
     return p if multiclass else p[:, 1]
 
 
-def probe(cfg: dict, data_dir, encoder_path, out=None) -> list[dict]:
-    """Run every probe and baseline arm; returns (and writes to ``out``) the list of evaluation records."""
+def probe(cfg: dict, data_dir, encoder_path, out=None, only: str | None = None) -> list[dict]:
+    """Run every probe and baseline arm (``only``: see the module docstring); returns (and writes to ``out``)
+    the list of evaluation records."""
     from rs3l.training.data import check_classes, check_views, read_manifest
 
+    if only is not None and only not in ONLY:
+        raise ValueError(f"unknown --only '{only}'; known: {', '.join(ONLY)}")
     data_dir = Path(data_dir)
     tasks = [resolve_task(cfg, t) for t in cfg["finetune"]["tasks"]]
     manifest = read_manifest(data_dir)
@@ -85,7 +100,7 @@ def probe(cfg: dict, data_dir, encoder_path, out=None) -> list[dict]:
     check_views(["nominal"], manifest, "validation and robustness (nominal view)")
     ckpt = read_encoder_checkpoint(encoder_path, cfg)
     ev, classes = cfg["evaluate"], manifest["classes"]
-    n_seeds, fractions = ev["seeds"], cfg["finetune"]["label_fractions"]
+    n_seeds, sets = ev["seeds"], label_sets(cfg)
     t0 = time.time()
     data = _load(data_dir, cfg, list(ckpt["features"]), int(ckpt["max_constituents"]), manifest)
     base = {"data_content_hash": manifest.get("content_hash"), "encoder": ckpt["encoder"],
@@ -101,14 +116,14 @@ def probe(cfg: dict, data_dir, encoder_path, out=None) -> list[dict]:
                            "view": arr["view"][keep], "label": arr["label"][keep]}
         check_task_data(task, {s: rows[s] for s in ("train", "val")}, data_dir)
         rows["val"] = validation_subset(cfg, task, rows["val"])
-        subsets = {(f, k): labelled_subset(cfg, task, f, k, rows["train"]) for f in fractions for k in range(n_seeds)}
+        subsets = {(t, k): labelled_subset(cfg, task, t, k, rows["train"]) for t in sets for k in range(n_seeds)}
         per_task[task.name] = (task, rows, subsets)
 
     records = []
 
     def arms(task, rows, subsets, method, mode, X: dict, fit, seed=None):
         """Fit ``fit`` on each (fraction, seed) subset of ``X`` (split -> task rows' features); score every test view."""
-        for (fraction, k), (sub, info) in subsets.items():
+        for (token, k), (sub, info) in subsets.items():
             if seed is not None and k != seed:
                 continue
             pick = np.searchsorted(rows["train"]["index"], sub["index"])
@@ -120,13 +135,15 @@ def probe(cfg: dict, data_dir, encoder_path, out=None) -> list[dict]:
                 if sel.any():
                     per_view[view] = (test["target"][sel], _scores(model, X["test"][sel], task.multiclass),
                                       test["jet_id"][sel])
-            identity = {"method": method, "mode": mode, "label_fraction": fraction, "seed": k, **base,
+            fraction, count = parse_labels(token)
+            identity = {"method": method, "mode": mode, "labels": token, "label_fraction": fraction,
+                        "label_count": count, "seed": k, **base, "pretrain_pool_jets": ckpt.get("pool_jets"),
                         "n_labels": info["n_labels"], "labels_sha256": info["jet_ids_sha256"],
                         "training": {"converged": bool(fit_info.get("converged", True)), **fit_info}}
             records.append(result(cfg, task, identity, per_view))
 
     dev, bs = device(cfg), ev["batch_size"]
-    for method, seed, encoder in encoders(cfg, ckpt, n_seeds):
+    for method, seed, encoder in encoders(cfg, ckpt, n_seeds, only):
         z = {s: predict(encoder, arr["x"], arr["mask"], bs, dev) for s, arr in data.items()}
         for task, rows, subsets in per_task.values():
             X = {s: z[s][rows[s]["index"]] for s in z}
@@ -136,7 +153,7 @@ def probe(cfg: dict, data_dir, encoder_path, out=None) -> list[dict]:
                 arms(task, rows, subsets, method, mode, X,
                      lambda Xt, yt, Xv, yv, k, m=module, p=param: m.fit(Xt, yt, Xv, yv, **p), seed)
         log.info("probes on %s%s done (%.0f s)", method, "" if seed is None else f" (seed {seed})", time.time() - t0)
-    if ev["substructure_bdt"]:
+    if ev["substructure_bdt"] and only != "pretrained":
         hl = {s: substructure_bdt.features(arr) for s, arr in data.items()}
         for task, rows, subsets in per_task.values():
             X = {s: hl[s][rows[s]["index"]] for s in hl}
@@ -160,7 +177,7 @@ def _track(cfg: dict, records: list[dict], out) -> None:
               "bdt_features": ",".join(substructure_bdt.FEATURES)}
     with child_run(cfg, "probe", "probe", params):
         for r in records:
-            key = f"{r['task']}/{r['method']}/{r['mode']}/f{r['label_fraction']:g}"
+            key = f"{r['task']}/{r['method']}/{r['mode']}/{r['labels']}"
             m = {f"{key}/{k}": v for k, v in r["metrics"].items()
                  if isinstance(v, (int, float)) and v is not None and math.isfinite(v)}
             m.update({f"{key}/w1_{v}": rv["w1"] for v, rv in r["robustness"].items()})
@@ -171,5 +188,5 @@ def _track(cfg: dict, records: list[dict], out) -> None:
 
 def main(cfg: dict, args) -> None:
     """``rs3l probe``."""
-    records = probe(cfg, args.data, args.encoder, args.out)
+    records = probe(cfg, args.data, args.encoder, args.out, args.only)
     log.info("%d probe and baseline records -> %s", len(records), args.out)

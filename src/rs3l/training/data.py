@@ -135,7 +135,8 @@ def pad(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray, max_constitue
     total = int(counts.sum())
     pos = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
     dest = np.repeat(at, counts) * P + pos
-    x.reshape(-1, F)[dest] = values[np.repeat(starts, counts) + pos]
+    if F:  # (no features: only the mask, e.g. for the substructure baseline's jet columns)
+        x.reshape(-1, F)[dest] = values[np.repeat(starts, counts) + pos]
     mask[at] = np.arange(P)[None, :] < counts[:, None]
     return x, mask
 
@@ -166,12 +167,16 @@ def _runs(jet_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, np.diff(np.concatenate([starts, [len(jet_id)]]))
 
 
-def _view_rows(table: pa.Table, views: list[str], exclude_labels: tuple[int, ...] = ()) -> np.ndarray:
-    """Indices of the rows whose view is in ``views`` and whose label is not in ``exclude_labels``
-    (``pretrain.exclude_classes``: a class held out of pre-training; the table then needs ``label``)."""
+def _view_rows(table: pa.Table, views: list[str], exclude_labels: tuple[int, ...] = (),
+               jet_ids: pa.Array | None = None) -> np.ndarray:
+    """Indices of the rows whose view is in ``views``, whose label is not in ``exclude_labels``
+    (``pretrain.exclude_classes``: a class held out of pre-training; the table then needs ``label``)
+    and, if given, whose ``jet_id`` is in ``jet_ids`` (the pre-training pool)."""
     keep = pc.is_in(table.column("view"), value_set=pa.array(views, pa.string()))
     if exclude_labels:
         keep = pc.and_(keep, pc.invert(pc.is_in(table.column("label"), value_set=pa.array(exclude_labels, pa.int16()))))
+    if jet_ids is not None:
+        keep = pc.and_(keep, pc.is_in(table.column("jet_id"), value_set=jet_ids))
     return np.flatnonzero(keep.to_numpy(zero_copy_only=False))
 
 
@@ -230,10 +235,11 @@ def draw_views(jet_id: np.ndarray, rows: np.ndarray, row_view: np.ndarray, spec_
 
 
 def _count_unit(pf: pq.ParquetFile, group: int, mode: str, views: list[str], spec_base: np.ndarray | None = None,
-                stochastic: np.ndarray | None = None, n: int = 2, exclude_labels: tuple[int, ...] = ()) -> int:
+                stochastic: np.ndarray | None = None, n: int = 2, exclude_labels: tuple[int, ...] = (),
+                jet_ids: pa.Array | None = None) -> int:
     """Items in one row group: rows (jets mode) or jets with at least n view choices (pairs mode)."""
     t = pf.read_row_group(group, columns=["jet_id", "view"] + (["label"] if exclude_labels else []))
-    rows = _view_rows(t, views, exclude_labels)
+    rows = _view_rows(t, views, exclude_labels, jet_ids)
     if mode == "jets":
         return len(rows)
     row_view = _view_index(t, views)
@@ -269,7 +275,8 @@ class JetDataset(IterableDataset):
     hand-crafted transforms, ``pretrain.augmentations``);
     ``shuffle_buffer`` (jets); ``seed`` (master seed); ``stream`` (name of the random
     stream, e.g. 'pretrain'); ``max_items_per_epoch`` (0 = all); ``rank``/``world_size``
-    (default: from torch.distributed); ``exclude_labels`` (label indices never read);
+    (default: from torch.distributed); ``exclude_labels`` (label indices never read); ``jet_ids``
+    (only these jets are read: the pre-training pool, :mod:`rs3l.training.pool`; None = all);
     ``jet_columns`` (scalar jet columns emitted per view in pairs mode) and ``view_index``.
     Use with ``DataLoader(ds, batch_size=None)``;
     call :meth:`set_epoch` before each epoch (the :class:`SetEpoch` callback does).
@@ -280,9 +287,10 @@ class JetDataset(IterableDataset):
                  shuffle_buffer: int = 4096, seed: int = 0, stream: str = "pretrain", max_items_per_epoch: int = 0,
                  rank: int | None = None, world_size: int | None = None, views_per_jet: int = 2,
                  augmentations: dict | None = None, exclude_labels: tuple[int, ...] = (),
-                 jet_columns: tuple[str, ...] = (), view_index: bool = False):
+                 jet_ids: np.ndarray | None = None, jet_columns: tuple[str, ...] = (), view_index: bool = False):
         super().__init__()
         self.exclude_labels = tuple(int(c) for c in exclude_labels)
+        self.jet_ids = None if jet_ids is None else pa.array(np.asarray(jet_ids, np.int64), pa.int64())
         self.jet_columns, self.view_index = tuple(jet_columns), bool(view_index)
         if mode not in MODES:
             raise ValueError(f"unknown mode '{mode}'; known: {', '.join(MODES)}")
@@ -321,7 +329,7 @@ class JetDataset(IterableDataset):
             for g in range(pf.metadata.num_row_groups):
                 self.units.append((s, g))
                 self.unit_items.append(_count_unit(pf, g, mode, self.base_views, self.spec_base, self.stochastic,
-                                                   self.views_per_jet, self.exclude_labels))
+                                                   self.views_per_jet, self.exclude_labels, self.jet_ids))
         self.unit_items = np.array(self.unit_items, np.int64)
         self._files: dict[int, pq.ParquetFile] = {}
 
@@ -412,7 +420,7 @@ class JetDataset(IterableDataset):
         extra = ["eta"] if augment.JET_ETA in self.columns else []
         jet_cols = [c for c in self.jet_columns if c not in ["jet_id", "view", "label", *extra]]
         t = self._file(s).read_row_group(g, columns=["jet_id", "view", "label"] + extra + stored + jet_cols)
-        rows = _view_rows(t, self.base_views, self.exclude_labels)
+        rows = _view_rows(t, self.base_views, self.exclude_labels, self.jet_ids)
         jet_id = t.column("jet_id").to_numpy()
         label = t.column("label").to_numpy().astype(np.int64)
         if self.mode == "pairs":
@@ -576,17 +584,23 @@ class JetDataset(IterableDataset):
 def dataset_from_config(cfg: dict, data_dir, split: str, mode: str, views: list[str] | None = None,
                         stream: str = "pretrain", train: bool = True, rank: int | None = None,
                         world_size: int | None = None) -> JetDataset:
-    """A :class:`JetDataset` configured from ``cfg["training"]``; ``train`` = shuffled and full batches only."""
+    """A :class:`JetDataset` configured from ``cfg["training"]``; ``train`` = shuffled and full batches only.
+
+    The pre-training train stream reads only the jets of the pool (``pretrain.pool``); its val stream reads
+    the whole val split, so val losses compare across pool sizes."""
+    from rs3l.training import pool
+
     t = cfg["training"]
     # pretrain.exclude_classes: the held-out classes never enter the pre-training streams (train and val)
-    excluded = [cfg["classes"].index(c) for c in cfg["pretrain"]["exclude_classes"]] if stream == "pretrain" else []
+    excluded = pool.excluded_labels(cfg) if stream == "pretrain" else ()
+    jet_ids = pool.from_config(cfg, data_dir) if (stream == "pretrain" and split == "train") else None
     from rs3l.models.method import batch_extras  # what the objective and pretext head read besides the particles
     return JetDataset(
         data_dir, split, features=t["features"], max_constituents=t["max_constituents"], batch_size=t["batch_size"],
         mode=mode, views=views, shuffle=train, drop_last=train, shuffle_buffer=t["shuffle_buffer"], seed=cfg["seed"],
         stream=stream, max_items_per_epoch=cfg["pretrain"]["max_jets_per_epoch"] if (train and stream == "pretrain") else 0,
         rank=rank, world_size=world_size, views_per_jet=cfg["pretrain"]["views_per_jet"],
-        augmentations=cfg["pretrain"]["augmentations"], exclude_labels=excluded,
+        augmentations=cfg["pretrain"]["augmentations"], exclude_labels=excluded, jet_ids=jet_ids,
         **(batch_extras(cfg) if stream == "pretrain" and mode == "pairs" else {}))
 
 
@@ -645,7 +659,9 @@ class JetDataModule(L.LightningDataModule):
             self.train_set = dataset_from_config(self.cfg, self.data_dir, "train", self.mode, self.views, self.stream,
                                                  train=True, rank=rank, world_size=world)
             if self.train_set.n_batches(rank, world, self.cfg["training"]["num_workers"]) == 0:
-                raise ValueError(f"{self.data_dir}: the train split has {self.train_set.n_items} "
+                pool = self.cfg["pretrain"]["pool"] if self.stream == "pretrain" else None
+                where = f"the pre-training pool (pretrain.pool = {pool})" if pool is not None else "the train split"
+                raise ValueError(f"{self.data_dir}: {where} has {self.train_set.n_items} "
                                  f"{'pairs' if self.mode == 'pairs' else 'rows'}, fewer than one batch "
                                  f"(training.batch_size = {self.cfg['training']['batch_size']}) per device")
         if self.val_set is None and self.manifest["splits"].get("val", {}).get("shards"):

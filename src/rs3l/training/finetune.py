@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -36,8 +37,8 @@ import numpy as np
 
 from rs3l.atomic import atomic_path, write_text
 from rs3l.config import config_hash
-from rs3l.evaluation.tasks import (check_fraction, check_seed, check_task_data, labelled_subset, load_task_split,
-                                   resolve_task, validation_subset)
+from rs3l.evaluation.tasks import (check_fraction, check_seed, check_task_data, describe_labels, labelled_subset,
+                                   labels_token, load_task_split, parse_labels, resolve_task, validation_subset)
 from rs3l.models.classifier import (MODEL_FILE, build_classifier, device, predict, read_encoder_checkpoint,
                                     scores_from_logits)
 from rs3l.seeds import derive_seed
@@ -47,10 +48,15 @@ log = logging.getLogger(__name__)
 MODES = ("mlp", "full", "scratch")
 FROZEN_MODES = ("mlp",)
 LABELS_FILE = "labels.json"
+EVALUATION_FILE = "evaluation.json"
 
 
-def method_name(mode: str, encoder: str) -> str:
-    return f"{'supervised' if mode == 'scratch' else 'rs3l'}-{encoder}"
+def method_name(mode: str, encoder: str, pool_jets: int | None = None) -> str:
+    """``rs3l-<encoder>`` (pre-trained), ``supervised-<encoder>`` (scratch); a pre-training on a chosen
+    pool (``pretrain.pool``) adds ``-pool<jets>``: the arms of a pool-size scan are methods of their own."""
+    if mode == "scratch":
+        return f"supervised-{encoder}"
+    return f"rs3l-{encoder}" + (f"-pool{int(pool_jets)}" if pool_jets is not None else "")
 
 
 # ----------------------------------------------------------------------------- Lightning
@@ -215,128 +221,255 @@ def fit(net, train_inputs, val_inputs, multiclass: bool, cfg: dict, seed: int, o
 
 # ----------------------------------------------------------------------------- the stage
 
-def finetune(cfg: dict, data_dir, task_name: str, mode: str, fraction: float, out_dir, encoder_path=None,
+class Arms:
+    """What the deep arms of one (task, mode, encoder) share: the checked inputs, the encoder
+    checkpoint, the task's train and val rows and the test split's views, each loaded once.
+
+    :meth:`run` then trains and evaluates one arm (labelled set, repeat seed). An arm's result does
+    not depend on which arms ran before it in the same process: every arm seeds its own
+    initialisation, batch order and label subset (a test checks the weights against a lone run).
+    """
+
+    def __init__(self, cfg: dict, data_dir, task_name: str, mode: str, encoder_path=None):
+        from rs3l.training.data import check_classes, check_views, read_manifest
+
+        self.cfg, self.data_dir, self.mode, self.encoder_path = cfg, Path(data_dir), mode, encoder_path
+        self.task = resolve_task(cfg, task_name)
+        if mode not in MODES:
+            hint = " (the linear probe is `rs3l probe`)" if mode == "linear" else ""
+            raise ValueError(f"unknown mode '{mode}'; known: {', '.join(MODES)}{hint}")
+        self.manifest = read_manifest(self.data_dir)
+        check_classes(cfg["classes"], self.manifest)
+        self.views = list(cfg["finetune"]["train_views"])
+        check_views(self.views, self.manifest, "finetune.train_views")
+        check_views(["nominal"], self.manifest, "validation (nominal view)")
+        if mode == "scratch":
+            if encoder_path:
+                log.info("mode scratch: ignoring --encoder %s (random initialisation)", encoder_path)
+            self.ckpt = None
+            self.enc_name = cfg["pretrain"]["encoder"]
+            self.features, self.max_p = list(cfg["training"]["features"]), cfg["training"]["max_constituents"]
+        else:
+            self.ckpt = read_encoder_checkpoint(encoder_path, cfg)
+            self.enc_name, self.features = self.ckpt["encoder"], list(self.ckpt["features"])
+            self.max_p = int(self.ckpt["max_constituents"])
+        from rs3l.models.encoders import encoder_params
+
+        self.enc_params = (dict(self.ckpt["encoder_params"]) if self.ckpt and "encoder_params" in self.ckpt
+                           else encoder_params(self.enc_name, cfg))
+        self.method = method_name(mode, self.enc_name, (self.ckpt or {}).get("pool_jets")
+                                  if (self.ckpt or {}).get("pool") is not None else None)
+        self._build(0)  # a checkpoint that does not fit fails at once, before any data is read
+        self.train = load_task_split(self.data_dir, "train", self.task, cfg["classes"], self.features, self.max_p,
+                                     views=self.views)
+        val = load_task_split(self.data_dir, "val", self.task, cfg["classes"], self.features, self.max_p,
+                              views=["nominal"])
+        check_task_data(self.task, {"train": self.train, "val": val}, self.data_dir)
+        self.val = validation_subset(cfg, self.task, val)
+        self._test = None
+
+    def _build(self, train_seed: int):
+        import torch
+
+        torch.manual_seed(train_seed)
+        model = build_classifier(self.enc_name, self.enc_params, len(self.features), "mlp", self.task.n_outputs,
+                                 self.cfg["finetune"]["head_hidden"])
+        if self.ckpt is not None:
+            try:
+                model.encoder.load_state_dict(self.ckpt["state_dict"])
+            except RuntimeError as exc:
+                raise ValueError(f"'{self.encoder_path}' does not fit a {self.enc_name} encoder with hyper-parameters "
+                                 f"{self.enc_params} ({str(exc).splitlines()[0]})") from exc
+        return model
+
+    def test_views(self):
+        """The task's test jets per view (:class:`rs3l.evaluation.evaluate.TestViews`), kept for the next arms."""
+        if self._test is None:
+            from rs3l.evaluation.evaluate import TestViews
+
+            self._test = TestViews(self.data_dir, self.task, self.manifest, self.features, self.max_p)
+        return self._test
+
+    def run(self, labels, seed: int, out_dir, evaluate_out=None, log_model: bool = True) -> dict:
+        """Train (and with ``evaluate_out`` evaluate) the arm (``labels``: token or fraction, repeat ``seed``).
+
+        Returns the metadata stored in ``model.pt`` (without weights), with the evaluation record
+        under ``evaluation`` when evaluated."""
+        import torch
+
+        cfg, task, mode, ft = self.cfg, self.task, self.mode, self.cfg["finetune"]
+        token = labels if isinstance(labels, str) else labels_token(fraction=labels)
+        fraction, count = parse_labels(token)
+        seed = check_seed(seed, ft["seeds"], "finetune.seeds")
+        out_dir = Path(out_dir)
+        # the seed path keeps its pre-count form for fractions, so results of earlier versions stay reproducible
+        train_seed = derive_seed(cfg["seed"], "finetune", task.name, mode, repr(fraction) if count is None else token,
+                                 seed)
+        model = self._build(train_seed)
+        train, labels_info = labelled_subset(cfg, task, token, seed, self.train)
+        write_text(out_dir / LABELS_FILE, json.dumps({**labels_info, "train_views": self.views}, indent=1))
+        dev = device(cfg)
+        # each target class weighs the same in the loss (a 1:4 signal:background task otherwise learns "background")
+        weights = class_weights(train["target"], len(task.target_names)) if ft["balance_classes"] else None
+
+        def tensors(arr):
+            return (torch.as_tensor(arr["x"], dtype=torch.float32), torch.as_tensor(arr["mask"], dtype=torch.bool),
+                    torch.as_tensor(arr["target"], dtype=torch.long))
+
+        params = {"task": task.name, "mode": mode, "labels": token, "fraction": fraction, "label_count": count,
+                  "seed": seed, "encoder": self.enc_name, "method": self.method, "n_labels": labels_info["n_labels"],
+                  "n_train_rows": labels_info["n_train_rows"], "n_val": len(self.val["target"]),
+                  "train_views": ",".join(self.views), "head": "mlp",
+                  **{k: ft[k] for k in ("max_steps", "min_steps", "val_every", "patience", "warmup_steps", "schedule",
+                                        "learning_rate", "balance_classes")},
+                  "labels_sha256": labels_info["jet_ids_sha256"],
+                  "data_content_hash": self.manifest.get("content_hash", ""),
+                  "pretrained_config_hash": (self.ckpt or {}).get("config_hash", ""),
+                  "pretrain_pool_jets": (self.ckpt or {}).get("pool_jets")}
+        import mlflow
+
+        from rs3l.tracking import child_run
+
+        with child_run(cfg, f"finetune-{task.name}-{self.method}-{mode}-{describe_labels(token)}-s{seed}", "finetune",
+                       params) as run:
+            if mode in FROZEN_MODES:
+                for p in model.encoder.parameters():
+                    p.requires_grad_(False)
+                bs = cfg["evaluate"]["batch_size"]
+                z_train = predict(model.encoder, train["x"], train["mask"], bs, dev)
+                z_val = predict(model.encoder, self.val["x"], self.val["mask"], bs, dev)
+                summary = fit(model.head, (torch.as_tensor(z_train), torch.as_tensor(train["target"], dtype=torch.long)),
+                              (torch.as_tensor(z_val), torch.as_tensor(self.val["target"], dtype=torch.long)),
+                              task.multiclass, cfg, train_seed, out_dir, weights)
+            else:
+                summary = fit(model, tensors(train), tensors(self.val), task.multiclass, cfg, train_seed, out_dir,
+                              weights)
+            for h in summary["history"]:  # the curves, per optimiser step
+                mlflow.log_metrics({k: v for k, v in h.items() if k != "step" and math.isfinite(v)}, step=h["step"])
+            mlflow.log_metrics({f"best_{k}": v for k, v in summary["best"].items() if math.isfinite(v)})
+            mlflow.log_metrics({"best_step": summary["best_step"], "stopped_step": summary["stopped_step"],
+                                "converged": float(summary["converged"])})
+            meta = {"task": task.name, "task_def": asdict(task), "task_classes": list(task.classes),
+                    "multiclass": task.multiclass, "n_outputs": task.n_outputs, "mode": mode, "labels": token,
+                    "label_fraction": fraction, "label_count": count, "seed": seed, "method": self.method,
+                    "encoder": self.enc_name, "encoder_params": self.enc_params, "n_features": len(self.features),
+                    "features": self.features, "max_constituents": self.max_p, "latent_dim": model.encoder.latent_dim,
+                    "head": "mlp", "head_hidden": ft["head_hidden"], "n_labels": labels_info["n_labels"],
+                    "labels_sha256": labels_info["jet_ids_sha256"], "train_views": self.views,
+                    "pretrained_from": str(self.encoder_path) if self.ckpt is not None else None,
+                    "pretrained_config_hash": (self.ckpt or {}).get("config_hash"),
+                    "pretrain_pool_jets": (self.ckpt or {}).get("pool_jets"), "config_hash": config_hash(cfg),
+                    "data_content_hash": self.manifest.get("content_hash"), "training": summary,
+                    "mlflow_run_id": run.info.run_id}
+            with atomic_path(out_dir / MODEL_FILE) as tmp:
+                torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, **meta}, tmp)
+            if log_model:
+                from rs3l.models.mlflow_model import log_model as log_mlflow_model  # the classifier as an MLflow model
+
+                log_mlflow_model(model, "classifier", self.features)
+            mlflow.log_artifact(str(out_dir / LABELS_FILE))
+        log.info("%s %s %s seed %d: %d labelled jets, best step %d of %d (%s), val %s -> %s", task.name, mode,
+                 describe_labels(token), seed, labels_info["n_labels"], summary["best_step"], summary["stopped_step"],
+                 "converged" if summary["converged"] else "NOT converged: raise finetune.max_steps",
+                 {k: round(v, 4) for k, v in summary["best"].items()}, out_dir / MODEL_FILE)
+        if evaluate_out is not None:
+            from rs3l.evaluation.evaluate import evaluate_model
+
+            model.eval()
+            meta["evaluation"] = evaluate_model(cfg, model, meta, self.test_views(), self.manifest, out_dir,
+                                                evaluate_out)
+        return meta
+
+
+def finetune(cfg: dict, data_dir, task_name: str, mode: str, fraction: float | str, out_dir, encoder_path=None,
              seed: int = 0, evaluate_out=None) -> dict:
-    """Run one deep arm for one repeat ``seed``; returns the metadata stored in ``model.pt`` (without weights).
+    """Run one deep arm for one repeat ``seed`` (``fraction``: a fraction or a labels token such as ``n300``);
+    returns the metadata stored in ``model.pt`` (without weights).
 
     All inputs are checked before any data is loaded or training starts. With ``evaluate_out``
     the model is then evaluated on the test split in the same process (``rs3l evaluate``'s
-    record, written there): the workflow does this, saving one job start-up per arm.
+    record, written there).
     """
-    import torch
-
-    task = resolve_task(cfg, task_name)
-    fraction = check_fraction(fraction)
-    seed = check_seed(seed, cfg["finetune"]["seeds"], "finetune.seeds")
-    if mode not in MODES:
-        hint = " (the linear probe is `rs3l probe`)" if mode == "linear" else ""
-        raise ValueError(f"unknown mode '{mode}'; known: {', '.join(MODES)}{hint}")
-    from rs3l.training.data import check_classes, check_views, read_manifest
-
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
-    manifest = read_manifest(data_dir)
-    check_classes(cfg["classes"], manifest)
-    views = list(cfg["finetune"]["train_views"])
-    check_views(views, manifest, "finetune.train_views")
-    check_views(["nominal"], manifest, "validation (nominal view)")
-    if mode == "scratch":
-        if encoder_path:
-            log.info("mode scratch: ignoring --encoder %s (random initialisation)", encoder_path)
-        ckpt = None
-        enc_name = cfg["pretrain"]["encoder"]
-        features, max_p = list(cfg["training"]["features"]), cfg["training"]["max_constituents"]
-    else:
-        ckpt = read_encoder_checkpoint(encoder_path, cfg)
-        enc_name, features, max_p = ckpt["encoder"], list(ckpt["features"]), int(ckpt["max_constituents"])
-    from rs3l.models.encoders import encoder_params
-
-    enc_params = dict(ckpt["encoder_params"]) if ckpt and "encoder_params" in ckpt else encoder_params(enc_name, cfg)
-    method = method_name(mode, enc_name)
-
-    # --- model (built and loaded before the data: a checkpoint that does not fit fails at once)
-    ft = cfg["finetune"]
-    train_seed = derive_seed(cfg["seed"], "finetune", task.name, mode, repr(fraction), seed)
-    torch.manual_seed(train_seed)
-    head = "mlp"
-    model = build_classifier(enc_name, enc_params, len(features), head, task.n_outputs, ft["head_hidden"])
-    if ckpt is not None:
-        try:
-            model.encoder.load_state_dict(ckpt["state_dict"])
-        except RuntimeError as exc:
-            raise ValueError(f"'{encoder_path}' does not fit a {enc_name} encoder with hyper-parameters {enc_params} "
-                             f"({str(exc).splitlines()[0]})") from exc
-
-    # --- data and labels (the same subset for every arm of this task, fraction and seed)
-    train = load_task_split(data_dir, "train", task, cfg["classes"], features, max_p, views=views)
-    val = load_task_split(data_dir, "val", task, cfg["classes"], features, max_p, views=["nominal"])
-    check_task_data(task, {"train": train, "val": val}, data_dir)
-    train, labels = labelled_subset(cfg, task, fraction, seed, train)
-    val = validation_subset(cfg, task, val)
-    write_text(out_dir / LABELS_FILE, json.dumps({**labels, "train_views": views}, indent=1))
-
-    dev = device(cfg)
-    # each target class weighs the same in the loss (a 1:4 signal:background task otherwise learns "background")
-    weights = class_weights(train["target"], len(task.target_names)) if ft["balance_classes"] else None
-
-    def tensors(arr):
-        return (torch.as_tensor(arr["x"], dtype=torch.float32), torch.as_tensor(arr["mask"], dtype=torch.bool),
-                torch.as_tensor(arr["target"], dtype=torch.long))
-
-    params = {"task": task.name, "mode": mode, "fraction": fraction, "seed": seed, "encoder": enc_name,
-              "method": method, "n_labels": labels["n_labels"], "n_train_rows": labels["n_train_rows"],
-              "n_val": len(val["target"]), "train_views": ",".join(views), "head": head,
-              **{k: ft[k] for k in ("max_steps", "min_steps", "val_every", "patience", "warmup_steps", "schedule",
-                                    "learning_rate", "balance_classes")},
-              "labels_sha256": labels["jet_ids_sha256"], "data_content_hash": manifest.get("content_hash", ""),
-              "pretrained_config_hash": (ckpt or {}).get("config_hash", "")}
-    import mlflow
-
-    from rs3l.tracking import child_run
-
-    with child_run(cfg, f"finetune-{task.name}-{mode}-{fraction:g}-s{seed}", "finetune", params) as run:
-        if mode in FROZEN_MODES:
-            for p in model.encoder.parameters():
-                p.requires_grad_(False)
-            bs = cfg["evaluate"]["batch_size"]
-            z_train = predict(model.encoder, train["x"], train["mask"], bs, dev)
-            z_val = predict(model.encoder, val["x"], val["mask"], bs, dev)
-            summary = fit(model.head, (torch.as_tensor(z_train), torch.as_tensor(train["target"], dtype=torch.long)),
-                          (torch.as_tensor(z_val), torch.as_tensor(val["target"], dtype=torch.long)),
-                          task.multiclass, cfg, train_seed, out_dir, weights)
-        else:
-            summary = fit(model, tensors(train), tensors(val), task.multiclass, cfg, train_seed, out_dir, weights)
-        for h in summary["history"]:  # the curves, per optimiser step
-            mlflow.log_metrics({k: v for k, v in h.items() if k != "step" and math.isfinite(v)}, step=h["step"])
-        mlflow.log_metrics({f"best_{k}": v for k, v in summary["best"].items() if math.isfinite(v)})
-        mlflow.log_metrics({"best_step": summary["best_step"], "stopped_step": summary["stopped_step"],
-                            "converged": float(summary["converged"])})
-        meta = {"task": task.name, "task_def": asdict(task), "task_classes": list(task.classes),
-                "multiclass": task.multiclass, "n_outputs": task.n_outputs, "mode": mode, "label_fraction": fraction,
-                "seed": seed, "method": method, "encoder": enc_name, "encoder_params": enc_params,
-                "n_features": len(features), "features": features, "max_constituents": max_p,
-                "latent_dim": model.encoder.latent_dim, "head": head, "head_hidden": ft["head_hidden"],
-                "n_labels": labels["n_labels"], "labels_sha256": labels["jet_ids_sha256"], "train_views": views,
-                "pretrained_from": str(encoder_path) if ckpt is not None else None,
-                "pretrained_config_hash": (ckpt or {}).get("config_hash"), "config_hash": config_hash(cfg),
-                "data_content_hash": manifest.get("content_hash"), "training": summary,
-                "mlflow_run_id": run.info.run_id}
-        with atomic_path(out_dir / MODEL_FILE) as tmp:
-            torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, **meta}, tmp)
-        from rs3l.models.mlflow_model import log_model  # the classifier as an MLflow model too
-        log_model(model, "classifier", features)
-        mlflow.log_artifact(str(out_dir / LABELS_FILE))
-    log.info("%s %s f=%g seed %d: %d labelled jets, best step %d of %d (%s), val %s -> %s", task.name, mode, fraction,
-             seed, labels["n_labels"], summary["best_step"], summary["stopped_step"],
-             "converged" if summary["converged"] else "NOT converged: raise finetune.max_steps",
-             {k: round(v, 4) for k, v in summary["best"].items()}, out_dir / MODEL_FILE)
-    if evaluate_out is not None:
-        from rs3l.evaluation.evaluate import evaluate
-
-        evaluate(cfg, data_dir, out_dir, evaluate_out)
+    token = fraction if isinstance(fraction, str) else labels_token(fraction=check_fraction(fraction))
+    parse_labels(token)
+    check_seed(seed, cfg["finetune"]["seeds"], "finetune.seeds")
+    meta = Arms(cfg, data_dir, task_name, mode, encoder_path).run(token, seed, out_dir, evaluate_out)
+    meta.pop("evaluation", None)
     return meta
 
 
+def arm_dir(root, labels: str, seed: int) -> Path:
+    """The folder of one arm under its (task, mode) folder: ``<root>/<labels token>/s<seed>``."""
+    return Path(root) / labels / f"s{int(seed)}"
+
+
+def finetune_arms(cfg: dict, data_dir, task_name: str, mode: str, arms: list[tuple[str, int]], out_root,
+                  encoder_path=None, evaluate_out=None) -> list[dict]:
+    """Train and evaluate several arms of one (task, mode) in one process (start-up, data and test cache paid once).
+
+    ``arms``: (labels token, repeat seed) pairs; each arm writes ``<out_root>/<token>/s<seed>/model.pt`` and its
+    evaluation record ``evaluation.json`` beside it. An arm whose ``evaluation.json`` exists for this config and
+    labelled set is not trained again (a killed job's rerun resumes). ``evaluate_out``: the JSON list of every
+    arm's record. Returns the records.
+    """
+    for token, seed in arms:  # every arm is checked before the first one trains
+        parse_labels(token)
+        check_seed(seed, cfg["finetune"]["seeds"], "finetune.seeds")
+    shared, records = None, []
+    t0 = time.time()
+    for i, (token, seed) in enumerate(arms):
+        out_dir = arm_dir(out_root, token, seed)
+        done = _finished(cfg, out_dir / EVALUATION_FILE, [Path(data_dir) / "manifest.json", encoder_path])
+        if done is not None:
+            log.info("arm %s seed %d: already evaluated in %s; kept", token, seed, out_dir)
+            records.append(done)
+            continue
+        if shared is None:
+            shared = Arms(cfg, data_dir, task_name, mode, encoder_path)
+            log.info("%s %s: inputs loaded in %.1f s; %d arms to train", task_name, mode, time.time() - t0,
+                     len(arms) - i)
+        meta = shared.run(token, int(seed), out_dir, evaluate_out=out_dir / EVALUATION_FILE)
+        records.append(meta["evaluation"])
+    if evaluate_out is not None:
+        write_text(evaluate_out, json.dumps(records))
+    log.info("%d arms of %s %s in %.0f s", len(arms), task_name, mode, time.time() - t0)
+    return records
+
+
+def _finished(cfg: dict, path: Path, inputs: list) -> dict | None:
+    """The evaluation record at ``path`` if it was written under this config after every one of ``inputs``
+    (data manifest, encoder) was last written, else None."""
+    try:
+        record = json.loads(path.read_text())
+        written = path.stat().st_mtime
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if any(p and Path(p).exists() and Path(p).stat().st_mtime >= written for p in inputs):
+        return None
+    return record if record.get("config_hash") == config_hash(cfg) else None
+
+
+def parse_arms(values: list[str]) -> list[tuple[str, int]]:
+    """``['n300:0', 'f0.1:2']`` -> [('n300', 0), ('f0.1', 2)]; errors name the bad entry."""
+    out = []
+    for v in values:
+        token, sep, seed = v.rpartition(":")
+        if not sep or not seed.isdigit():
+            raise ValueError(f"--arms entry '{v}' is not <labels>:<seed> (e.g. n300:0 or f0.1:2)")
+        parse_labels(token)
+        out.append((token, int(seed)))
+    return out
+
+
 def main(cfg: dict, args) -> None:
-    """``rs3l finetune``."""
-    finetune(cfg, args.data, args.task, args.mode, args.fraction, args.out_dir, encoder_path=args.encoder,
-             seed=args.seed, evaluate_out=args.evaluate)
+    """``rs3l finetune``: one arm (``--fraction``/``--labels`` and ``--seed``) or several (``--arms``)."""
+    if args.arms:
+        if args.fraction is not None or args.labels is not None:
+            raise ValueError("give either --arms (several arms) or --fraction/--labels with --seed (one arm)")
+        finetune_arms(cfg, args.data, args.task, args.mode, parse_arms(args.arms), args.out_dir,
+                      encoder_path=args.encoder, evaluate_out=args.evaluate)
+        return
+    if (args.fraction is None) == (args.labels is None):
+        raise ValueError("give one of --fraction (e.g. 0.1), --labels (e.g. n300 or f0.1) or --arms")
+    finetune(cfg, args.data, args.task, args.mode, args.labels or args.fraction, args.out_dir,
+             encoder_path=args.encoder, seed=args.seed, evaluate_out=args.evaluate)

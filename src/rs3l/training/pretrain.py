@@ -49,11 +49,12 @@ PLOT = "embeddings.png"
 # ----------------------------------------------------------------------------- the encoder.pt contract
 
 def save_encoder(path, encoder: torch.nn.Module, cfg: dict, content_hash: str | None = None,
-                 extra: dict | None = None) -> None:
+                 pool_jets: int | None = None, extra: dict | None = None) -> None:
     """Write ``encoder.pt`` atomically.
 
     ``torch.load(path)`` gives {"state_dict", "encoder" (name), "n_features", "features",
-    "max_constituents", "latent_dim", "config_hash", "encoder_params", "dataset_content_hash"};
+    "max_constituents", "latent_dim", "config_hash", "encoder_params", "dataset_content_hash",
+    "pool" (``pretrain.pool``), "pool_jets" (jets in the pre-training pool)};
     rebuild with ``build_encoder(d["encoder"], cfg, d["n_features"])`` and ``load_state_dict``.
     ``extra``: further entries of the method (``objective: clip``: ``observables``, the observables MLP).
     """
@@ -70,6 +71,8 @@ def save_encoder(path, encoder: torch.nn.Module, cfg: dict, content_hash: str | 
         "config_hash": config_hash(cfg),
         "encoder_params": encoder_params(name, cfg),
         "dataset_content_hash": content_hash,
+        "pool": cfg["pretrain"]["pool"],
+        "pool_jets": pool_jets,
         **(extra or {}),
     }
     with atomic_path(path) as tmp:
@@ -99,7 +102,8 @@ def resume_key(cfg: dict, content_hash: str | None) -> str:
     the model and its training, except the number of epochs and the hardware."""
     hardware = ("accelerator", "devices", "num_nodes", "strategy", "num_workers")
     t = {k: v for k, v in cfg["training"].items() if k not in hardware}
-    p = {k: v for k, v in cfg["pretrain"].items() if k not in ("epochs", "patience", "knn_k", "probe_jets")}
+    # (`pools` is the scan's list; each pre-training of a scan has its own `pool`)
+    p = {k: v for k, v in cfg["pretrain"].items() if k not in ("epochs", "patience", "knn_k", "probe_jets", "pools")}
     name = cfg["pretrain"]["encoder"]
     return config_hash({"seed": cfg["seed"], "training": t, "pretrain": p, "encoder": cfg["encoders"].get(name),
                         "classes": cfg["classes"], "data": content_hash})
@@ -271,7 +275,17 @@ def run(cfg: dict, data_dir, out_dir, callbacks: list | None = None, restart_if_
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     rank = _global_rank()
+    if cfg["pretrain"]["pools"]:
+        raise ValueError(f"pretrain.pools {cfg['pretrain']['pools']} is a scan: pre-train one pool at a time "
+                         "(`rs3l pretrain --pool N`, what the workflow does)")
     manifest = check_inputs(cfg, data_dir)
+    from rs3l.training import pool
+
+    eligible = pool.eligible_jets(data_dir, pool.excluded_labels(cfg))
+    pool_ids = pool.pool_jet_ids(cfg["seed"], eligible, cfg["pretrain"]["pool"])  # errors before any run opens
+    pool_jets = len(eligible) if pool_ids is None else len(pool_ids)
+    log.info("pre-training pool: %d of the %d train jets pre-training may use (pretrain.pool = %s)", pool_jets,
+             len(eligible), cfg["pretrain"]["pool"])
     content_hash = manifest.get("content_hash")
     epochs = cfg["pretrain"]["epochs"]
     key = resume_key(cfg, content_hash)
@@ -289,17 +303,20 @@ def run(cfg: dict, data_dir, out_dir, callbacks: list | None = None, restart_if_
         log.info("pre-training already complete (%d/%d epochs in %s); nothing to do", done, epochs, ckpt)
         return {"skipped": True, "start_epoch": done, "epochs": epochs, "history": []}
     if rank != 0:
-        return _train(cfg, data_dir, out_dir, key, ckpt if done else None, None, None, callbacks)
+        return _train(cfg, data_dir, out_dir, key, ckpt if done else None, None, None, callbacks, pool_jets)
     # Open the MLflow run first: an unreachable server fails before any training.
-    with tracking.child_run(cfg, name="pretrain", stage="pretrain", params=tracking.flat_params(cfg)) as active:
+    name = "pretrain" if cfg["pretrain"]["pool"] is None else f"pretrain-pool{pool_jets}"
+    with tracking.child_run(cfg, name=name, stage="pretrain", params=tracking.flat_params(cfg)) as active:
         import mlflow
 
         mlflow.log_param("dataset.content_hash", content_hash)
+        mlflow.log_param("pretrain.pool_jets", pool_jets)
         mlflow.set_tags({"dataset.content_hash": content_hash, "dataset.path": str(data_dir.resolve()),
-                         "rs3l.resumed_from_epoch": done})
+                         "rs3l.resumed_from_epoch": done, "rs3l.pretrain.pool": str(cfg["pretrain"]["pool"]),
+                         "rs3l.pretrain.pool_jets": pool_jets})
         mlflow.log_artifact(str(data_dir / "manifest.json"), artifact_path="dataset")
         summary = _train(cfg, data_dir, out_dir, key, ckpt if done else None,
-                         tracking.tracking_uri(cfg), active.info.run_id, callbacks)
+                         tracking.tracking_uri(cfg), active.info.run_id, callbacks, pool_jets)
         summary["start_epoch"] = done
         summary["run_id"] = active.info.run_id
         for name in (ENCODER, CHECKPOINT, PLOT, "summary.json"):
@@ -322,7 +339,7 @@ def run(cfg: dict, data_dir, out_dir, callbacks: list | None = None, restart_if_
 
 
 def _train(cfg: dict, data_dir: Path, out_dir: Path, key: str, resume_from: Path | None,
-           uri: str | None, run_id: str | None, callbacks: list | None = None) -> dict:
+           uri: str | None, run_id: str | None, callbacks: list | None = None, pool_jets: int | None = None) -> dict:
     t = cfg["training"]
     # JetDataset.__len__ is exact for any number of workers (it plans the epoch per slot).
     warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")
@@ -360,9 +377,11 @@ def _train(cfg: dict, data_dir: Path, out_dir: Path, key: str, resume_from: Path
         model.encoder.load_state_dict(best_cb.best_state)
         for name, module in model.saved_modules().items():
             module.load_state_dict(best_cb.best_extra[name])
-    save_encoder(out_dir / ENCODER, model.encoder, cfg, manifest.get("content_hash"), model.encoder_extras())
+    save_encoder(out_dir / ENCODER, model.encoder, cfg, manifest.get("content_hash"), pool_jets,
+                 model.encoder_extras())
     trained = int(trainer.current_epoch)  # epochs completed (after fit, current_epoch counts them)
-    stopping_point = {"world_size": trainer.world_size, "best_epoch": best_cb.best_epoch, "best_val_loss": best_cb.best_loss,
+    stopping_point = {"world_size": trainer.world_size, "pool": cfg["pretrain"]["pool"], "pool_jets": pool_jets,
+                      "best_epoch": best_cb.best_epoch, "best_val_loss": best_cb.best_loss,
                       "epochs_trained": trained,
                       "early_stopped": bool(stopping and stopping[0].stopped_epoch > 0),
                       # converged: the val loss stopped improving (patience ran out) before the epoch budget
@@ -385,6 +404,16 @@ def _train(cfg: dict, data_dir: Path, out_dir: Path, key: str, resume_from: Path
     return summary
 
 
+def with_pool(cfg: dict, pool: float | None) -> dict:
+    """``cfg`` for one pre-training of a pool-size scan: ``pretrain.pool`` set, ``pretrain.pools`` cleared."""
+    return {**cfg, "pretrain": {**cfg["pretrain"], "pool": pool, "pools": []}}
+
+
 def main(cfg: dict, args) -> None:
-    """``rs3l pretrain --data DIR --out-dir DIR [--restart-if-changed]``."""
+    """``rs3l pretrain --data DIR --out-dir DIR [--pool N] [--restart-if-changed]``."""
+    if args.pool is not None:
+        pool = None if args.pool == "all" else float(args.pool)
+        if cfg["pretrain"]["pools"] and pool not in cfg["pretrain"]["pools"]:
+            raise ValueError(f"--pool {args.pool} is not one of pretrain.pools {cfg['pretrain']['pools']}")
+        cfg = with_pool(cfg, int(pool) if pool is not None and pool > 1 else pool)
     run(cfg, args.data, args.out_dir, restart_if_changed=args.restart_if_changed)
