@@ -20,6 +20,7 @@ from rs3l.models.method import ContrastiveMethod
 from rs3l.models.objectives import clip
 from rs3l.training.data import dataset_from_config, load_arrays
 from synthetic import make_config, make_dataset
+from training_steps import train_steps
 
 VIEWS = ["nominal", "seed", "fsr_up"]
 
@@ -115,20 +116,7 @@ def test_200_steps_of_clip_retrieve_jets_from_their_observables(data, tmp_path):
     method.cfg = cfg
     assert isinstance(method, CLIPMethod) and isinstance(ContrastiveMethod.from_config(cfg, 15), CLIPMethod)
     before = _retrieval(method, data)
-    opt = torch.optim.AdamW(method.parameters(), lr=3e-3)
-    ds = dataset_from_config(cfg, data, "train", "pairs", VIEWS)
-    steps, losses = 0, []
-    while steps < 200:
-        ds.set_epoch(steps)
-        for batch in ds:
-            loss, _ = method._step(batch, "train")
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            steps += 1
-            if steps == 200:
-                break
+    losses = train_steps(method, dataset_from_config(cfg, data, "train", "pairs", VIEWS), 200)
     after = _retrieval(method, data)
     print(f"clip loss {np.mean(losses[:10]):.3f} -> {np.mean(losses[-10:]):.3f}; retrieval top-1 {before['top1']:.4f} -> "
           f"{after['top1']:.4f}, top-10 {before['top10']:.4f} -> {after['top10']:.4f} (chance {after['chance_top1']:.4f}, "

@@ -14,6 +14,7 @@ from rs3l.models import pretext
 from rs3l.models.method import ContrastiveMethod, batch_extras
 from rs3l.training.data import dataset_from_config
 from synthetic import make_config, make_dataset
+from training_steps import train_steps
 
 # in the synthetic data fsr_down has 14% fewer, 14% wider-spread constituents than nominal, mpi_off 5% more, narrower
 VIEWS = ["nominal", "fsr_down", "mpi_off", "fsr_scan"]
@@ -105,24 +106,17 @@ def test_head_on_the_method_learns_the_view_of_real_batches(data, tmp_path):
     assert batch_extras(cfg) == {"jet_columns": (), "view_index": True}
     torch.manual_seed(0)
     method = ContrastiveMethod.from_config(cfg, 15)
-    opt = torch.optim.AdamW(method.parameters(), lr=3e-3)
-    ds = dataset_from_config(cfg, data, "train", "pairs", cfg["pretrain"]["augment_views"])
     pre, acc = [], []
-    for epoch in range(20):
-        ds.set_epoch(epoch)
-        for batch in ds:
-            assert set(batch) >= {"view1", "view2"} and batch["view1"].max() <= 2
-            loss, _ = method._step(batch, "train")
+
+    def pretext_of(batch):  # the head's loss and accuracy on the batch just trained on
+        assert set(batch) >= {"view1", "view2"} and batch["view1"].max() <= 2
+        with torch.no_grad():
             aux, stats = method._pretext(batch, method._embed_views(batch)[0])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            pre.append(aux.item())
-            acc.append(stats["pretext_acc"].item())
-            if len(pre) == 100:
-                break
-        if len(pre) == 100:
-            break
+        pre.append(aux.item())
+        acc.append(stats["pretext_acc"].item())
+
+    train_steps(method, dataset_from_config(cfg, data, "train", "pairs", cfg["pretrain"]["augment_views"]), 100,
+                after_step=pretext_of)
     print(f"pretext (view) loss {np.mean(pre[:10]):.3f} -> {np.mean(pre[-10:]):.3f}, accuracy {np.mean(acc[:10]):.3f} -> "
           f"{np.mean(acc[-10:]):.3f} (log 3 = {math.log(3):.3f}, chance 1/3)")
     assert np.mean(pre[:10]) > 0.8 * math.log(3) and np.mean(pre[-10:]) < 0.6
@@ -133,17 +127,8 @@ def _train(cfg, data, steps=12):
     """Losses per step and the final encoder state of ``steps`` AdamW steps from torch seed 0."""
     torch.manual_seed(0)
     method = ContrastiveMethod.from_config(cfg, 15)
-    opt = torch.optim.AdamW(method.parameters(), lr=3e-3, weight_decay=0.01)
-    ds = dataset_from_config(cfg, data, "train", "pairs", cfg["pretrain"]["augment_views"])
-    losses = []
-    for batch in ds:
-        loss, _ = method._step(batch, "train")
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if len(losses) == steps:
-            break
+    losses = train_steps(method, dataset_from_config(cfg, data, "train", "pairs", cfg["pretrain"]["augment_views"]),
+                         steps, weight_decay=0.01)
     return np.array(losses), {k: v.detach().clone() for k, v in method.encoder.state_dict().items()}
 
 
@@ -196,7 +181,9 @@ def test_smoke_config_pretrains_with_clip_and_with_a_pretext_weight(tmp_path, pr
     from rs3l import cli
     from rs3l.models.classifier import read_encoder_checkpoint
 
-    cfg = yaml.safe_load(open("config/smoke.yaml"))
+    from conftest import REPO
+
+    cfg = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
     cfg["results_dir"] = str(tmp_path / "results")
     cfg["pretrain"].update(pretrain)
     (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(cfg))
