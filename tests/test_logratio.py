@@ -33,6 +33,25 @@ def _draws(n_jets: int, n_draws: int, a: np.ndarray, hard: float, noise: float, 
     return z, t, jet, replica
 
 
+def test_each_replica_of_a_scan_view_draws_its_own_value_per_block(tmp_path):
+    """The draw stream includes the replica: replicas 0 and 1 of fsr_scan draw different values for every block of
+    draw_block events (so the two draws of a pair differ), each constant inside its block, within [0.25, 4]."""
+    from rs3l.physics.resimulate import drawn_values
+
+    cfg = make_config(tmp_path, views=["nominal", "fsr_scan"], simulation={"views": ["nominal", "fsr_scan"],
+                                                                            "processes": ["q", "top", "wqq"],
+                                                                            "replicas": {"fsr_scan": 2}})
+    cfg["views"]["fsr_scan"]["draw"] = {"TimeShower:renormMultFac": {"log_uniform": [0.25, 4.0]}}
+    cfg = resolve(cfg)
+    block = cfg["views"]["fsr_scan"]["draw_block"]
+    r0, r1 = (drawn_values(cfg, "top", 0, "fsr_scan", r, 10 * block) for r in (0, 1))
+    b0, b1 = r0.reshape(10, block), r1.reshape(10, block)
+    assert (b0 == b0[:, :1]).all() and (b1 == b1[:, :1]).all()
+    assert (b0[:, 0] != b1[:, 0]).all() and len(np.unique(b0[:, 0])) == 10
+    assert ((r0 >= 0.25) & (r0 <= 4) & (r1 >= 0.25) & (r1 <= 4)).all()
+    np.testing.assert_array_equal(r0, drawn_values(cfg, "top", 0, "fsr_scan", 0, 10 * block))  # reproducible
+
+
 def test_replica_pairs_gives_every_pair_of_draws_of_one_jet():
     """m draws of a jet give its m(m-1)/2 pairs, lower replica first, whatever the row order; a jet with one draw none."""
     jet = np.array([7, 3, 7, 3, 7, 9, 3, 5, 5])
