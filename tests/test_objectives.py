@@ -71,7 +71,7 @@ def test_vicreg_invariance_and_covariance_terms(gen):
 
 
 def test_registry_and_config_binding(gen):
-    assert set(objectives.OBJECTIVES) == {"ntxent", "vicreg", "jepa"}
+    assert set(objectives.OBJECTIVES) == {"ntxent", "vicreg", "jepa", "clip"}
     with pytest.raises(ValueError, match="unknown objective 'simclr2'; known: ntxent, vicreg"):
         get_objective("simclr2")
     z1, z2 = torch.randn(8, 4, generator=gen), torch.randn(8, 4, generator=gen)
@@ -79,6 +79,8 @@ def test_registry_and_config_binding(gen):
     assert objective_from_config(cfg)(z1, z2).item() == pytest.approx(ntxent(z1, z2, 0.5).item())
     cfg = resolve({"pretrain": {"objective": "vicreg", "vicreg_weights": {"covariance": 0.0}}})
     assert objective_from_config(cfg)(z1, z2).item() == pytest.approx(vicreg(z1, z2, 25, 25, 0).item())
+    cfg = resolve({"pretrain": {"objective": "clip", "temperature": 0.5}})
+    assert objective_from_config(cfg)(z1, z2).item() == pytest.approx(objectives.clip(z1, z2, 0.5).item())
 
 
 def test_multi_positive_ntxent_with_two_views_is_ntxent_exactly(gen):

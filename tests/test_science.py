@@ -150,7 +150,8 @@ def test_science_end_to_end_on_synthetic_shards(science_setup):
                    "--out", str(out)])
     assert rc == 0
     r = json.loads(out.read_text())
-    assert set(r) == {"encoder", "invariance", "parameter", "anomaly"}
+    assert set(r) == {"encoder", "invariance", "parameter", "parameter_ratio", "retrieval", "anomaly"}
+    assert r["parameter_ratio"] == {} and r["retrieval"] == {}  # one replica per view; not a clip encoder
     assert set(r["invariance"]) == {"seed", "fsr_up", "fsr_scan"}
     for entry in r["invariance"].values():
         assert set(entry) == {"auc", "auc_std", "n_jets"} and entry["n_jets"] == 400

@@ -147,8 +147,11 @@ def _science(p):
 def _neighbours(p):
     p.add_argument("--data", required=True, help="merged data folder (with manifest.json)")
     p.add_argument("--encoder", required=True, help="encoder.pt from `rs3l pretrain` (frozen)")
-    p.add_argument("--jet", required=True, help="the query jet: its jet_id (e.g. 1234) or process:chunk:event:object "
-                   "(e.g. top:0:17:5)")
+    query = p.add_mutually_exclusive_group(required=True)
+    query.add_argument("--jet", help="the query jet: its jet_id (e.g. 1234) or process:chunk:event:object (e.g. top:0:17:5)")
+    query.add_argument("--observables", help="a clip encoder only: search particle embeddings by observables, "
+                       "'mass=172,soft_drop_mass=170,tau21=0.4,tau32=0.5,tau43=0.7,n_constituents=60,pt=600' (GeV) or a "
+                       "jet name (its stored observables)")
     p.add_argument("-k", type=int, default=10, help="neighbours to list (default: %(default)s)")
     p.add_argument("--split", default="test", help="split searched (default: %(default)s)")
     p.add_argument("--view", default="nominal", help="view searched; the query jet's own row is left out, its other "

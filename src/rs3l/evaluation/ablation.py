@@ -10,8 +10,11 @@ probes and the substructure BDT do not depend on the variant: they run once
 
 The report (``ablation.csv``, ``ablation.md``, two plots) has one row per (task, variant):
 linear-probe AUC mean ± std over the seeds at each label fraction (kNN in the CSV), W1 of the
-probe scores on the held-out view (robustness), invariance AUC, parameter R² and anomaly AUC
-(``rs3l science``; "—" where missing), and one sentence per task naming the objective and
+probe scores on the held-out view (robustness), invariance AUC, parameter R², the log-ratio R² of
+each scan view simulated with several replicas (``ratio_r2_<view>``, linear model; the MLP's and
+the per-jet regression's on the same jets in the CSV), cross-modal retrieval of ``clip`` variants
+and anomaly AUC (``rs3l science``; "—" where missing; the ratio, retrieval and pretext columns
+appear when some variant has them), and one sentence per task naming the objective and
 augmentation set that won on label efficiency and on robustness, and whether the lead exceeds
 one standard deviation. Light at import: Snakemake imports it at parse time.
 """
@@ -106,8 +109,15 @@ def variant_config(cfg: dict, name: str) -> dict:
     cell = v["cell"] or {"objective": out["pretrain"]["objective"],
                          "augmentations": _set_name(ab, out["pretrain"]["augment_views"]),
                          "views_per_jet": out["pretrain"].get("views_per_jet")}
+    if out["pretrain"].get("pretext"):  # only then: the cells (and hashes) of the other variants stay as they were
+        cell = {**cell, "pretext": pretext_text(out["pretrain"]["pretext"])}
     out["ablation"] = {"variant": {"name": name, **cell}}
     return resolve(out)
+
+
+def pretext_text(pretext: dict | None) -> str | None:
+    """``pretrain.pretext`` as a table cell, e.g. 'view λ=0.5'; None without a head."""
+    return f"{pretext['target']} λ={pretext['weight']:g}" if pretext else None
 
 
 def _set_name(ab: dict, views: list[str]) -> str:
@@ -200,8 +210,9 @@ def table(cfg: dict, ablation_dir) -> tuple[list[str], list[dict]]:
     science = {name: _science(ablation_dir / name / "science.json") for name in configs}
     inv_views = list(dict.fromkeys(v for s in science.values() for v in (s.get("invariance") or {})))
     par_views = list(dict.fromkeys(v for s in science.values() for v in (s.get("parameter") or {})))
+    ratio_views = list(dict.fromkeys(v for s in science.values() for v in (s.get("parameter_ratio") or {})))
     w1 = f"w1_{held}"
-    columns = ["task", "variant", "objective", "augmentations", "views_per_jet", "n_seeds"]
+    columns = ["task", "variant", "objective", "augmentations", "views_per_jet", "pretext", "n_seeds"]
     for mode in ("linear", "knn"):
         for f in fractions:
             columns += [f"{mode}_auc_f{f:g}", f"{mode}_auc_f{f:g}_std"]
@@ -209,6 +220,10 @@ def table(cfg: dict, ablation_dir) -> tuple[list[str], list[dict]]:
     columns += [f"invariance_auc_{v}_std" for v in inv_views]
     columns += ["parameter_r2"] + [f"parameter_r2_{v}" for v in par_views]
     columns += [f"parameter_r2_{v}_std" for v in par_views]
+    for v in ratio_views:  # log-ratio regression on pairs of replicas, beside the per-jet one on the same jets
+        columns += [f"{c}_{v}{s}" for c in ("ratio_r2", "ratio_r2_mlp", "ratio_r2_absolute", "ratio_r2_absolute_mlp")
+                    for s in ("", "_std")]
+    columns += ["retrieval_top1", "retrieval_top1_std", "retrieval_top10", "retrieval_top10_std"]
     columns += ["anomaly_auc", "anomaly_auc_std"]
     tasks = list(cfg["finetune"]["tasks"])
     rows = []
@@ -229,7 +244,7 @@ def table(cfg: dict, ablation_dir) -> tuple[list[str], list[dict]]:
             cell = vcfg["ablation"]["variant"]
             row = {"task": task, "variant": name, "objective": cell["objective"],
                    "augmentations": cell["augmentations"],
-                   "views_per_jet": vcfg["pretrain"].get("views_per_jet", 2)}
+                   "views_per_jet": vcfg["pretrain"].get("views_per_jet", 2), "pretext": cell.get("pretext")}
             probe_cells(row, [p for p in probes[name] if p["task"] == task], lambda m: m.startswith("rs3l-"))
             sci = science[name]
             inv = sci.get("invariance") or {}
@@ -242,6 +257,16 @@ def table(cfg: dict, ablation_dir) -> tuple[list[str], list[dict]]:
                 row[f"parameter_r2_{v}"] = par.get(v, {}).get("r2")
                 row[f"parameter_r2_{v}_std"] = par.get(v, {}).get("r2_std")
             row["parameter_r2"] = _mean(e.get("r2") for e in par.values())
+            ratio = sci.get("parameter_ratio") or {}
+            for v in ratio_views:
+                e = ratio.get(v, {})
+                for col, entry in (("ratio_r2", e.get("linear")), ("ratio_r2_mlp", e.get("mlp")),
+                                   ("ratio_r2_absolute", (e.get("absolute") or {}).get("linear")),
+                                   ("ratio_r2_absolute_mlp", (e.get("absolute") or {}).get("mlp"))):
+                    row[f"{col}_{v}"], row[f"{col}_{v}_std"] = (entry or {}).get("r2"), (entry or {}).get("r2_std")
+            retrieval = sci.get("retrieval") or {}
+            for k in ("top1", "top10"):
+                row[f"retrieval_{k}"], row[f"retrieval_{k}_std"] = retrieval.get(k), retrieval.get(f"{k}_std")
             anomaly = sci.get("anomaly") or {}
             row["anomaly_auc"], row["anomaly_auc_std"] = anomaly.get("auc"), anomaly.get("auc_std")
             rows.append(row)
@@ -250,7 +275,7 @@ def table(cfg: dict, ablation_dir) -> tuple[list[str], list[dict]]:
             base_rows = [p for p in _probe_rows(base_path) if p["task"] == task]
             for method in dict.fromkeys(p["method"] for p in base_rows if not p["method"].startswith("rs3l-")):
                 row = {"task": task, "variant": method, "objective": DASH, "augmentations": DASH,
-                       "views_per_jet": None}
+                       "views_per_jet": None, "pretext": None}
                 probe_cells(row, base_rows, lambda m, method=method: m == method, ("linear", "knn", "baseline"))
                 rows.append(row)
     return columns, rows
@@ -284,6 +309,17 @@ def _pm(v, s, digits: int) -> str:
     return pm(v, s, digits, missing=DASH)
 
 
+def _ratio_columns(columns: list[str]) -> list[str]:
+    """The table's ``ratio_r2_<view>`` columns (linear model; one per scan view with replicas)."""
+    return [c for c in columns if c.startswith("ratio_r2_") and not c.endswith("_std")
+            and not c.startswith(("ratio_r2_mlp_", "ratio_r2_absolute_"))]
+
+
+def _label(row: dict) -> str:
+    """'objective × augmentations', with the pretext head when the variant has one."""
+    return f"{row['objective']} × {row['augmentations']}" + (f" + pretext {row['pretext']}" if row.get("pretext") else "")
+
+
 def _clause(rows: list[dict], col: str, larger_is_better: bool, what: str, digits: int) -> str:
     from rs3l.evaluation.report import one_std_apart
 
@@ -292,7 +328,7 @@ def _clause(rows: list[dict], col: str, larger_is_better: bool, what: str, digit
         return f"on {what} no variant has a value"
     best = ranked[0]
     tie = len(ranked) > 1 and ranked[1][col] == best[col]
-    text = (f"on {what} {best['objective']} × {best['augmentations']} {'tied' if tie else 'won'} "
+    text = (f"on {what} {_label(best)} {'tied' if tie else 'won'} "
             f"({_pm(best[col], best.get(f'{col}_std'), digits)}")
     if len(ranked) > 1:
         second = ranked[1]
@@ -302,7 +338,7 @@ def _clause(rows: list[dict], col: str, larger_is_better: bool, what: str, digit
                 "a lead beyond one std" if apart else "a lead within one std, not significant")
         text += (f" vs {_pm(second[col], second.get(f'{col}_std'), digits)} for "
                  f"{'' if tie else 'the runner-up '}"
-                 f"{second['objective']} × {second['augmentations']}: {word}")
+                 f"{_label(second)}: {word}")
     text += ")"
     aug = _marginal_best(rows, col, "augmentations", larger_is_better)
     obj = _marginal_best(rows, col, "objective", larger_is_better)
@@ -332,6 +368,8 @@ def sentences(cfg: dict, rows: list[dict], held: str, frac_w1: float) -> list[st
 def _cell(row: dict, col: str, digits: int) -> str:
     if col in ("task", "variant", "objective", "augmentations"):
         return str(row.get(col))
+    if col == "pretext":
+        return row.get(col) or DASH
     if col in ("views_per_jet", "n_seeds"):
         return DASH if row.get(col) is None else str(row[col])
     return _pm(row.get(col), row.get(f"{col}_std"), digits)
@@ -340,9 +378,17 @@ def _cell(row: dict, col: str, digits: int) -> str:
 def to_markdown(cfg: dict, columns: list[str], rows: list[dict], held: str, frac_w1: float,
                 statements: list[str]) -> str:
     fractions = sorted(cfg["finetune"]["label_fractions"])
-    shown = ["task", "variant", "objective", "augmentations", "views_per_jet", "n_seeds"]
-    shown += [f"linear_auc_f{f:g}" for f in fractions]
-    shown += [f"w1_{held}", "invariance_auc", "parameter_r2", "anomaly_auc"]
+
+    def present(col):
+        return any(r.get(col) is not None for r in rows)
+
+    shown = ["task", "variant", "objective", "augmentations", "views_per_jet"]
+    shown += ["pretext"] if present("pretext") else []
+    shown += ["n_seeds"] + [f"linear_auc_f{f:g}" for f in fractions]
+    shown += [f"w1_{held}", "invariance_auc", "parameter_r2"]
+    shown += [c for c in _ratio_columns(columns) if present(c)]
+    shown += ["retrieval_top1"] if present("retrieval_top1") else []
+    shown += ["anomaly_auc"]
     header = [f"linear AUC @ {100 * float(c[len('linear_auc_f'):]):g}%" if c.startswith("linear_auc_f") else c
               for c in shown]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in shown) + "|"]
@@ -354,7 +400,11 @@ def to_markdown(cfg: dict, columns: list[str], rows: list[dict], held: str, frac
              f"and on {held}, a view no variant was pre-trained on, at {100 * frac_w1:g}% of the labels (smaller = "
              "more robust). invariance_auc: AUC of a classifier telling a view's embeddings from nominal's, mean "
              "over views (0.5 = invariant); parameter_r2: R² of the simulator parameter regressed from the "
-             "embedding, mean over the scan views; anomaly_auc: the excluded class against the rest (rs3l "
+             "embedding, mean over the scan views; ratio_r2_<view>: R² of log(θ_u/θ_v) regressed (linear) from the "
+             "difference of the embeddings of two draws u, v of the same jet (the CSV has the MLP's and the per-jet "
+             "regression's on the same jets); retrieval_top1: share of test jets whose particle embedding is the "
+             "nearest to the embedding of their observables (clip variants); pretext: the pretext head's target and "
+             f"weight λ ({DASH}: none, λ = 0); anomaly_auc: the excluded class against the rest (rs3l "
              f"science). {DASH}: not measured. Rows with objective {DASH}: the variant-independent baselines "
              "(random encoder; substructure BDT, whose AUC sits in the linear AUC columns).", "", *statements]
     return "\n".join(lines + notes) + "\n"
@@ -379,8 +429,9 @@ def report(cfg: dict, ablation_dir, out_dir=None) -> dict:
     write_text(out_dir / "ablation.md", md)
     figures = [plots.ablation_label_efficiency(rows, sorted(cfg["finetune"]["label_fractions"]),
                                                out_dir / "ablation_label_efficiency.png"),
-               plots.ablation_panels(rows, [f"w1_{held}", "invariance_auc", "parameter_r2", "anomaly_auc"],
-                                     out_dir / "ablation_panels.png")]
+               plots.ablation_panels(rows, [f"w1_{held}", "invariance_auc", "parameter_r2"]
+                                     + _ratio_columns(columns)
+                                     + ["anomaly_auc"], out_dir / "ablation_panels.png")]
     parent = log_to_parent(cfg, [out_dir / "ablation.csv", out_dir / "ablation.md", *figures],
                             artifact_path="ablation")
     print(md, end="")

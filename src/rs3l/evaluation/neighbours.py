@@ -8,6 +8,13 @@ the list (the other views of the query jet are not candidates).
 
 A jet is named by its ``jet_id`` (e.g. ``1234``) or by its key ``process:chunk:event:object``
 (e.g. ``top:0:17:5``).
+
+With an encoder pre-trained with ``objective: clip`` the query may be a jet's high-level observables
+instead (``--observables``: ``mass=172,soft_drop_mass=170,tau21=0.4,tau32=0.5,tau43=0.7,n_constituents=60,pt=600``
+in GeV, or a jet name, whose stored observables are used): the observables MLP saved in ``encoder.pt``
+embeds them and the jets whose *particle* embeddings lie nearest are listed, by cosine distance
+(1 - cosine similarity, the space the clip loss aligned). A named jet is not left out then: finding
+it near the top is the cross-modal retrieval that ``rs3l science`` measures.
 """
 
 from __future__ import annotations
@@ -54,27 +61,43 @@ def jet_key(data: dict, row: int) -> str:
     return ":".join(str(data[c][row]) for c in KEY_COLUMNS)
 
 
-def neighbours(cfg: dict, data_dir, encoder_path, jet: str, k: int = 10, split: str = "test",
-               view: str = "nominal") -> list[dict]:
-    """The ``k`` nearest jets to ``jet``: one dict per neighbour (rank, jet_id, key, class, view, mass, pt, distance)."""
+def nearest_cosine(z: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, distances) of the ``k`` rows of ``z`` (n, d) nearest to ``query`` (d,) by 1 - cosine similarity."""
+    zn = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    dist = 1.0 - zn @ (query / max(np.linalg.norm(query), 1e-12))
+    rows = np.argsort(dist, kind="stable")[:k]
+    return rows, dist[rows]
+
+
+def neighbours(cfg: dict, data_dir, encoder_path, jet: str | None, k: int = 10, split: str = "test",
+               view: str = "nominal", observables: str | None = None) -> list[dict]:
+    """The ``k`` nearest jets to ``jet``, or to the ``observables`` query (a clip encoder): one dict per
+    neighbour (rank, jet_id, key, class, view, mass, pt, distance); rank 0 is the query."""
+    import torch
+
     from rs3l.evaluation.science import embed_split
+    from rs3l.models import observables as obs
     from rs3l.models.classifier import read_encoder_checkpoint
     from rs3l.training.data import check_views, read_manifest
     from rs3l.training.pretrain import load_encoder
 
     if k < 1:
         raise ValueError(f"-k must be >= 1; got {k}")
+    if (jet is None) == (observables is None):
+        raise ValueError("give exactly one query: --jet or --observables")
     manifest = read_manifest(data_dir)
     check_views([view], manifest, "--view")
     if split not in manifest["splits"]:
         raise ValueError(f"unknown split '{split}'; the data have {', '.join(manifest['splits'])}")
-    read_encoder_checkpoint(encoder_path, cfg)
+    info = read_encoder_checkpoint(encoder_path, cfg)
+    mlp = obs.load(info) if observables is not None else None
+    if observables is not None and mlp is None:
+        raise ValueError(f"--observables needs an encoder pre-trained with objective 'clip' (its encoder.pt holds the "
+                         f"observables MLP); '{encoder_path}' has none")
     encoder, _ = load_encoder(encoder_path, cfg)
     data = embed_split(cfg, data_dir, split, [view], encoder, 0, KEY_COLUMNS)
     first = data["replica"] == 0  # one row per jet
     data = {c: v[first] for c, v in data.items()}
-    query = find_jet(data, jet)
-    rows, dist = nearest(data["z"], query, k)
     classes = manifest["classes"]
 
     def describe(row, rank, d):
@@ -82,7 +105,24 @@ def neighbours(cfg: dict, data_dir, encoder_path, jet: str, k: int = 10, split: 
                 "class": classes[int(data["label"][row])], "view": str(data["view"][row]),
                 "mass": float(data["mass"][row]), "pt": float(data["pt"][row]), "distance": float(d)}
 
-    return [describe(query, 0, 0.0)] + [describe(r, i + 1, d) for i, (r, d) in enumerate(zip(rows, dist))]
+    if observables is None:
+        query = find_jet(data, jet)
+        rows, dist = nearest(data["z"], query, k)
+        head = describe(query, 0, 0.0)
+    elif "=" in observables:
+        values = obs.parse(observables)
+        named = dict(zip(obs.OBSERVABLES, values[0].tolist()))
+        head = {"rank": 0, "jet_id": "-", "key": "observables", "class": "-", "view": "-", "mass": named["mass"],
+                "pt": named["pt"], "distance": 0.0}
+    else:
+        query = find_jet(data, observables)
+        values = obs.from_arrays({c: data[c][query:query + 1] for c in obs.RAW_COLUMNS})
+        head = describe(query, 0, 0.0)
+    if observables is not None:
+        with torch.no_grad():
+            u = mlp(torch.from_numpy(values)).numpy()[0]
+        rows, dist = nearest_cosine(data["z"], u, k)
+    return [head] + [describe(r, i + 1, d) for i, (r, d) in enumerate(zip(rows, dist))]
 
 
 def format_table(entries: list[dict]) -> str:
@@ -97,5 +137,5 @@ def format_table(entries: list[dict]) -> str:
 
 def main(cfg: dict, args) -> None:
     """``rs3l neighbours``: prints the table (masses and pt in GeV, distances in standardised units)."""
-    entries = neighbours(cfg, args.data, args.encoder, args.jet, args.k, args.split, args.view)
+    entries = neighbours(cfg, args.data, args.encoder, args.jet, args.k, args.split, args.view, args.observables)
     print(format_table(entries))

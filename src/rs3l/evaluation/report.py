@@ -533,6 +533,8 @@ def science_markdown(science: dict) -> str:
         lines += [f"| {v} | {e.get('parameter', '–')} | {pm(e.get('r2'), e.get('r2_std'))} | "
                   f"{pm(e.get('resolution'), e.get('resolution_std'), 4)} | {e.get('n_jets', '–')} |"
                   for v, e in par.items()]
+    from rs3l.evaluation.science import markdown_lines  # log ratio of paired re-simulations; clip retrieval
+    lines += markdown_lines(science)
     an = science.get("anomaly") or {}
     if an:
         ci = an.get("auc_ci")

@@ -10,7 +10,10 @@ val jets, the only place labels are used.
 
 Batches carry n >= 2 views of each jet (``x1, mask1, ..., xn, maskn``); the diagnostics
 use the first two. :class:`JEPAMethod` (objective ``jepa``) adds an EMA target encoder
-and a predictor; ``encoder`` is always the network that ``encoder.pt`` gets.
+and a predictor, :class:`rs3l.models.clip.CLIPMethod` (objective ``clip``) an MLP of the
+jet's observables; ``encoder`` is always the network that ``encoder.pt`` gets. Any method
+may carry a pretext head (``pretrain.pretext``, :mod:`rs3l.models.pretext`): its loss,
+times its weight, joins the objective's (logged as ``pretext``, and ``pretext_acc``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from rs3l.models import objectives
+from rs3l.models import objectives, pretext as pretext_head
 from rs3l.models.encoders import BatchNorm, build_encoder
 
 
@@ -32,6 +35,26 @@ def projection_head(latent_dim: int, out_dim: int) -> nn.Module:
         return nn.Identity()
     hidden = max(latent_dim, out_dim)
     return nn.Sequential(nn.Linear(latent_dim, hidden), BatchNorm(hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
+
+
+def jet_columns(method: type, pretext_target: str | None) -> tuple[str, ...]:
+    """The jet columns of each view a batch carries (``jets1 ... jetsn``, in this order): the method's own
+    (``JET_COLUMNS``: the observables' for ``clip``), then ``view_parameter`` for a ``parameter`` pretext."""
+    return tuple(method.JET_COLUMNS) + ((pretext_head.PARAMETER_COLUMN,) if pretext_target == "parameter" else ())
+
+
+def batch_extras(cfg: dict) -> dict:
+    """What a pre-training batch carries besides the particles, as :class:`rs3l.training.data.JetDataset`
+    arguments: ``jet_columns`` (:func:`jet_columns`) and ``view_index`` (``view1 ... viewn``, for a pretext)."""
+    p = cfg["pretrain"]
+    pre = p.get("pretext") or {}
+    return {"jet_columns": jet_columns(method_class(p["objective"]), pre.get("target")), "view_index": bool(pre)}
+
+
+def jets_of_view(batch: dict, k: int, names, columns) -> torch.Tensor:
+    """Columns ``names`` (batch, len(names)) of view k's jet columns ``batch[f"jets{k + 1}"]``, whose order is ``columns``."""
+    columns = list(columns)
+    return batch[f"jets{k + 1}"][:, [columns.index(n) for n in names]]
 
 
 def n_views(batch: dict) -> int:
@@ -45,26 +68,45 @@ def n_views(batch: dict) -> int:
 class ContrastiveMethod(L.LightningModule):
     """Pre-training on positive views: batches with ``x1, mask1, ..., xn, maskn`` (and ``label`` for the probe)."""
 
+    JET_COLUMNS: tuple[str, ...] = ()  # jet columns per view the objective reads (batch ``jets1 ...``)
+
     def __init__(self, encoder: nn.Module, objective, projection: int = 0, learning_rate: float = 1e-3,
-                 weight_decay: float = 0.0, epochs: int = 1, knn_k: int = 20, probe_jets: int = 5000):
+                 weight_decay: float = 0.0, epochs: int = 1, knn_k: int = 20, probe_jets: int = 5000,
+                 pretext: pretext_head.PretextHead | None = None):
         super().__init__()
         self.encoder = encoder
         self.head = projection_head(encoder.latent_dim, projection)
         self.objective = objective
-        self.save_hyperparameters(ignore=["encoder", "objective"])
+        self.pretext = pretext
+        self.save_hyperparameters(ignore=["encoder", "objective", "pretext"])
         self._probe: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     @classmethod
     def from_config(cls, cfg: dict, n_features: int) -> "ContrastiveMethod":
-        """The method of ``pretrain.objective`` (a :class:`JEPAMethod` for ``jepa``)."""
+        """The method of ``pretrain.objective`` (a :class:`JEPAMethod` for ``jepa``, a
+        :class:`rs3l.models.clip.CLIPMethod` for ``clip``), with the pretext head of ``pretrain.pretext``."""
         p, t = cfg["pretrain"], cfg["training"]
-        if p["objective"] == "jepa" and not issubclass(cls, JEPAMethod):
-            return JEPAMethod.from_config(cfg, n_features)
-        extra = {"ema_momentum": p["ema_momentum"], "predictor_hidden": p["predictor_hidden"]} \
-            if issubclass(cls, JEPAMethod) else {}
-        return cls(build_encoder(p["encoder"], cfg, n_features), objectives.objective_from_config(cfg),
+        special = method_class(p["objective"])
+        if cls is ContrastiveMethod and special is not cls:
+            return special.from_config(cfg, n_features)
+        encoder = build_encoder(p["encoder"], cfg, n_features)
+        return cls(encoder, objectives.objective_from_config(cfg),
                    projection=p["projection_head"], learning_rate=t["learning_rate"], weight_decay=t["weight_decay"],
-                   epochs=p["epochs"], knn_k=p["knn_k"], probe_jets=p["probe_jets"], **extra)
+                   epochs=p["epochs"], knn_k=p["knn_k"], probe_jets=p["probe_jets"],
+                   pretext=pretext_head.from_config(cfg, encoder.latent_dim), **cls.config_kwargs(cfg))
+
+    @classmethod
+    def config_kwargs(cls, cfg: dict) -> dict:
+        """The method's own constructor arguments from the config (none here)."""
+        return {}
+
+    def saved_modules(self) -> dict[str, nn.Module]:
+        """Modules beside the encoder whose weights of the best epoch ``encoder.pt`` keeps (none here)."""
+        return {}
+
+    def encoder_extras(self) -> dict:
+        """Extra entries of ``encoder.pt`` (tensors and plain types; none here)."""
+        return {}
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Encoder embedding (batch, latent_dim), without the projection head."""
@@ -86,16 +128,29 @@ class ContrastiveMethod(L.LightningModule):
     def _loss(self, batch: dict, hs: list[torch.Tensor], zs: list[torch.Tensor]) -> torch.Tensor:
         return self.objective(*zs)
 
+    def _pretext(self, batch: dict, hs: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        """The pretext head's loss and stats (batch keys ``view1 ... viewn``, and ``jets1 ...`` for ``parameter``)."""
+        views = [batch[f"view{k + 1}"] for k in range(len(hs))]
+        params = None
+        if self.pretext.target == "parameter":
+            columns = jet_columns(type(self), self.pretext.target)
+            params = [jets_of_view(batch, k, [pretext_head.PARAMETER_COLUMN], columns)[:, 0] for k in range(len(hs))]
+        return self.pretext(hs, views, params)
+
     def _step(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         hs, zs = self._embed_views(batch)
         loss = self._loss(batch, hs, zs)
+        extra = {}
+        if self.pretext is not None:
+            aux, extra = self._pretext(batch, hs)
+            loss = loss + self.pretext.weight * aux
         h1, z1, z2 = hs[0], zs[0], zs[1]
         n = z1.shape[0]
         with torch.no_grad():
             pos, neg = objectives.pair_similarities(z1, z2)
             stats = {"loss": loss.detach(), "pos_sim": pos, "neg_sim": neg,
                      "alignment": objectives.alignment(z1, z2),
-                     "uniformity": objectives.uniformity(torch.cat([z1, z2]))}
+                     "uniformity": objectives.uniformity(torch.cat([z1, z2])), **extra}
         self.log_dict({f"{stage}/{k}": v for k, v in stats.items()}, on_step=False, on_epoch=True,
                       sync_dist=True, batch_size=n)
         if stage == "train":
@@ -147,16 +202,22 @@ class JEPAMethod(ContrastiveMethod):
 
     def __init__(self, encoder: nn.Module, objective, projection: int = 0, learning_rate: float = 1e-3,
                  weight_decay: float = 0.0, epochs: int = 1, knn_k: int = 20, probe_jets: int = 5000,
-                 ema_momentum: float = 0.996, predictor_hidden: int = 64):
+                 pretext: pretext_head.PretextHead | None = None, ema_momentum: float = 0.996,
+                 predictor_hidden: int = 64):
         if projection:
             raise ValueError("objective 'jepa' takes no projection head (its predictor is the head); "
                              "set pretrain.projection_head to 0")
-        super().__init__(encoder, objective, 0, learning_rate, weight_decay, epochs, knn_k, probe_jets)
-        self.save_hyperparameters(ignore=["encoder", "objective"])
+        super().__init__(encoder, objective, 0, learning_rate, weight_decay, epochs, knn_k, probe_jets, pretext)
+        self.save_hyperparameters(ignore=["encoder", "objective", "pretext"])
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
         d = encoder.latent_dim
         self.predictor = nn.Sequential(nn.Linear(d, predictor_hidden), BatchNorm(predictor_hidden), nn.ReLU(),
                                        nn.Linear(predictor_hidden, d))
+
+    @classmethod
+    def config_kwargs(cls, cfg: dict) -> dict:
+        p = cfg["pretrain"]
+        return {"ema_momentum": p["ema_momentum"], "predictor_hidden": p["predictor_hidden"]}
 
     def _loss(self, batch: dict, hs: list[torch.Tensor], zs: list[torch.Tensor]) -> torch.Tensor:
         x, mask, v = self._stack(batch)
@@ -192,3 +253,13 @@ class JEPAMethod(ContrastiveMethod):
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         # called after the optimiser step of this batch
         self.update_target(self.momentum())
+
+
+def method_class(objective: str) -> type:
+    """The LightningModule class of ``pretrain.objective``."""
+    if objective == "jepa":
+        return JEPAMethod
+    if objective == "clip":
+        from rs3l.models.clip import CLIPMethod
+        return CLIPMethod
+    return ContrastiveMethod

@@ -5,7 +5,9 @@
 with n views per jet (``pretrain.views_per_jet``) the objectives take ``z1, ..., zn``.
 Every objective returns a scalar loss to minimise. Adding an objective is adding a
 function here and one entry in :data:`OBJECTIVES`. ``jepa`` is a loss of predicted and
-target embeddings; its target encoder lives in :class:`rs3l.models.method.JEPAMethod`.
+target embeddings; its target encoder lives in :class:`rs3l.models.method.JEPAMethod`. ``clip``
+is a loss of two modalities of the same jets (particle embeddings, observables embeddings); its
+observables MLP lives in :class:`rs3l.models.clip.CLIPMethod`.
 """
 
 from __future__ import annotations
@@ -108,7 +110,20 @@ def jepa(predictions: list[torch.Tensor], targets: list[torch.Tensor], context: 
     return prediction * pred + variance * var + covariance * cov
 
 
-OBJECTIVES = {"ntxent": ntxent, "vicreg": vicreg, "jepa": jepa}
+def clip(z: torch.Tensor, u: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Symmetric InfoNCE of two modalities (CLIP, Radford et al. 2021): ``z``, ``u`` (batch, dim), row i of
+    both from jet i (e.g. particle-cloud and high-level-observables embeddings).
+
+    logits = cos(z_i, u_j) / ``temperature`` (batch, batch); loss = (cross entropy of each z_i picking
+    its u_i among the batch's u + of each u_i picking its z_i) / 2. Symmetric in (z, u); lowest when
+    every pair is aligned and the other jets' embeddings point elsewhere.
+    """
+    logits = F.normalize(z, dim=1) @ F.normalize(u, dim=1).T / temperature
+    target = torch.arange(z.shape[0], device=z.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+OBJECTIVES = {"ntxent": ntxent, "vicreg": vicreg, "jepa": jepa, "clip": clip}
 
 
 def get_objective(name: str):
@@ -121,7 +136,8 @@ def get_objective(name: str):
 def objective_from_config(cfg: dict):
     """``pretrain.objective`` with its hyper-parameters bound (picklable): for ntxent and vicreg a
     function (z1, ..., zn) -> loss of the n = ``pretrain.views_per_jet`` views (ntxent: multi-positive;
-    vicreg: mean over pairs); for jepa the function (predictions, targets, context) -> loss."""
+    vicreg: mean over pairs); for jepa the function (predictions, targets, context) -> loss; for clip the
+    function (particle embeddings, observables embeddings) -> loss."""
     p = cfg["pretrain"]
     name = p["objective"]
     fn = get_objective(name)
@@ -131,6 +147,8 @@ def objective_from_config(cfg: dict):
         return functools.partial(mean_over_pairs, functools.partial(fn, **p["vicreg_weights"]))
     if name == "jepa":
         return functools.partial(fn, **p["jepa_weights"])
+    if name == "clip":
+        return functools.partial(fn, temperature=p["temperature"])
     return fn
 
 

@@ -18,7 +18,9 @@ Two modes:
   :mod:`rs3l.training.augment`). A jet gives an item when it has n distinct
   (row, view name) choices; a name with transforms may be drawn repeatedly (each draw
   is a new random transform), a plain one once per row. Batch keys: ``x1, mask1, ...,
-  xn, maskn, label, jet_id``.
+  xn, maskn, label, jet_id``; with ``jet_columns`` also ``jets1 ... jetsn`` (batch, columns)
+  float32, those jet columns of each view's row, and with ``view_index`` ``view1 ... viewn``,
+  the index of each view's name in ``views`` (what the ``clip`` objective and the pretext head use).
 * ``jets`` (fine-tuning, evaluation): one item = one row whose view is in ``views``.
   Batch keys: ``x, mask, label, jet_id, view`` (``view`` indexes ``views``).
 
@@ -274,7 +276,8 @@ class JetDataset(IterableDataset):
     ``shuffle_buffer`` (jets); ``seed`` (master seed); ``stream`` (name of the random
     stream, e.g. 'pretrain'); ``max_items_per_epoch`` (0 = all); ``rank``/``world_size``
     (default: from torch.distributed); ``exclude_labels`` (label indices never read); ``jet_ids``
-    (only these jets are read: the pre-training pool, :mod:`rs3l.training.pool`; None = all).
+    (only these jets are read: the pre-training pool, :mod:`rs3l.training.pool`; None = all);
+    ``jet_columns`` (scalar jet columns emitted per view in pairs mode) and ``view_index``.
     Use with ``DataLoader(ds, batch_size=None)``;
     call :meth:`set_epoch` before each epoch (the :class:`SetEpoch` callback does).
     """
@@ -284,10 +287,11 @@ class JetDataset(IterableDataset):
                  shuffle_buffer: int = 4096, seed: int = 0, stream: str = "pretrain", max_items_per_epoch: int = 0,
                  rank: int | None = None, world_size: int | None = None, views_per_jet: int = 2,
                  augmentations: dict | None = None, exclude_labels: tuple[int, ...] = (),
-                 jet_ids: np.ndarray | None = None):
+                 jet_ids: np.ndarray | None = None, jet_columns: tuple[str, ...] = (), view_index: bool = False):
         super().__init__()
         self.exclude_labels = tuple(int(c) for c in exclude_labels)
         self.jet_ids = None if jet_ids is None else pa.array(np.asarray(jet_ids, np.int64), pa.int64())
+        self.jet_columns, self.view_index = tuple(jet_columns), bool(view_index)
         if mode not in MODES:
             raise ValueError(f"unknown mode '{mode}'; known: {', '.join(MODES)}")
         check_features(features)
@@ -414,7 +418,8 @@ class JetDataset(IterableDataset):
         s, g = self.units[u]
         stored = [c for c in self.columns if c != augment.JET_ETA]
         extra = ["eta"] if augment.JET_ETA in self.columns else []
-        t = self._file(s).read_row_group(g, columns=["jet_id", "view", "label"] + extra + stored)
+        jet_cols = [c for c in self.jet_columns if c not in ["jet_id", "view", "label", *extra]]
+        t = self._file(s).read_row_group(g, columns=["jet_id", "view", "label"] + extra + stored + jet_cols)
         rows = _view_rows(t, self.base_views, self.exclude_labels, self.jet_ids)
         jet_id = t.column("jet_id").to_numpy()
         label = t.column("label").to_numpy().astype(np.int64)
@@ -437,6 +442,10 @@ class JetDataset(IterableDataset):
             chunk = {"values": values, "offsets": offsets, "n": n, "label": label[picks[0]], "jet_id": jet_id[picks[0]]}
             for k in range(len(picks)):
                 chunk[f"r{k + 1}"], chunk[f"s{k + 1}"] = np.arange(k * n, (k + 1) * n), specs[k]
+            if self.jet_columns:
+                jets = np.column_stack([t.column(c).to_numpy().astype(np.float32) for c in self.jet_columns])
+                for k in range(len(picks)):
+                    chunk[f"j{k + 1}"] = jets[picks[k]]
             return chunk
         values, offsets = compact_particles(t, self.features, self.max_constituents, rows)
         view = pc.index_in(t.column("view"), value_set=pa.array(self.views, pa.string())).to_numpy(zero_copy_only=False)
@@ -526,7 +535,7 @@ class JetDataset(IterableDataset):
             for k, r in enumerate(refs):
                 ref_rows[r].append(n_rows + k * len(idx) + np.arange(len(idx)))
             n_rows += len(refs) * len(idx)
-            for key in ("label", "jet_id", "view", *(f"s{k + 1}" for k in range(len(refs)))):
+            for key in ("label", "jet_id", "view", *(f"{p}{k + 1}" for p in "sj" for k in range(len(refs)))):
                 if key in ch:
                     meta.setdefault(key, []).append(ch[key][idx])
         no_values = np.zeros((0, len(self.columns)), np.float32)
@@ -543,6 +552,7 @@ class JetDataset(IterableDataset):
         padded = {r: (np.zeros((n, P, F), np.float32), np.zeros((n, P), bool)) for r in refs}
         label, jet_id, view = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
         spec = {r: np.zeros(n, np.int64) for r in refs}
+        jets = {r: np.zeros((n, len(self.jet_columns)), np.float32) for r in refs}
         for c in np.unique(cids):
             at = np.flatnonzero(cids == c)
             ch, idx = chunks[int(c)], items[at]
@@ -550,6 +560,8 @@ class JetDataset(IterableDataset):
                 pad(ch["values"], ch["offsets"], ch[r][idx], P, out=padded[r], at=at)
                 if f"s{k + 1}" in ch:
                     spec[r][at] = ch[f"s{k + 1}"][idx]
+                if f"j{k + 1}" in ch:
+                    jets[r][at] = ch[f"j{k + 1}"][idx]
             label[at], jet_id[at] = ch["label"][idx], ch["jet_id"][idx]
             if "view" in ch:
                 view[at] = ch["view"][idx]
@@ -558,6 +570,10 @@ class JetDataset(IterableDataset):
             for k, r in enumerate(refs):
                 x, mask = self._transform(*padded[r], spec[r])
                 out[f"x{k + 1}"], out[f"mask{k + 1}"] = x[:, :, :len(self.features)], mask
+                if self.jet_columns:
+                    out[f"jets{k + 1}"] = jets[r]
+                if self.view_index:
+                    out[f"view{k + 1}"] = spec[r]
         else:
             out = {"x": padded["r"][0], "mask": padded["r"][1], "label": label, "jet_id": jet_id, "view": view}
         return {k: torch.from_numpy(v) for k, v in out.items()}
@@ -578,12 +594,14 @@ def dataset_from_config(cfg: dict, data_dir, split: str, mode: str, views: list[
     # pretrain.exclude_classes: the held-out classes never enter the pre-training streams (train and val)
     excluded = pool.excluded_labels(cfg) if stream == "pretrain" else ()
     jet_ids = pool.from_config(cfg, data_dir) if (stream == "pretrain" and split == "train") else None
+    from rs3l.models.method import batch_extras  # what the objective and pretext head read besides the particles
     return JetDataset(
         data_dir, split, features=t["features"], max_constituents=t["max_constituents"], batch_size=t["batch_size"],
         mode=mode, views=views, shuffle=train, drop_last=train, shuffle_buffer=t["shuffle_buffer"], seed=cfg["seed"],
         stream=stream, max_items_per_epoch=cfg["pretrain"]["max_jets_per_epoch"] if (train and stream == "pretrain") else 0,
         rank=rank, world_size=world_size, views_per_jet=cfg["pretrain"]["views_per_jet"],
-        augmentations=cfg["pretrain"]["augmentations"], exclude_labels=excluded, jet_ids=jet_ids)
+        augmentations=cfg["pretrain"]["augmentations"], exclude_labels=excluded, jet_ids=jet_ids,
+        **(batch_extras(cfg) if stream == "pretrain" and mode == "pairs" else {}))
 
 
 class SetEpoch(L.Callback):

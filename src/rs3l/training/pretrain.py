@@ -57,13 +57,14 @@ PLOT = "embeddings.png"
 # ----------------------------------------------------------------------------- the encoder.pt contract
 
 def save_encoder(path, encoder: torch.nn.Module, cfg: dict, content_hash: str | None = None,
-                 pool_jets: int | None = None) -> None:
+                 pool_jets: int | None = None, extra: dict | None = None) -> None:
     """Write ``encoder.pt`` atomically.
 
     ``torch.load(path)`` gives {"state_dict", "encoder" (name), "n_features", "features",
     "max_constituents", "latent_dim", "config_hash", "encoder_params", "dataset_content_hash",
     "pool" (``pretrain.pool``), "pool_jets" (jets in the pre-training pool)};
     rebuild with ``build_encoder(d["encoder"], cfg, d["n_features"])`` and ``load_state_dict``.
+    ``extra``: further entries of the method (``objective: clip``: ``observables``, the observables MLP).
     """
     from rs3l.models.encoders import encoder_params
 
@@ -80,6 +81,7 @@ def save_encoder(path, encoder: torch.nn.Module, cfg: dict, content_hash: str | 
         "dataset_content_hash": content_hash,
         "pool": cfg["pretrain"]["pool"],
         "pool_jets": pool_jets,
+        **(extra or {}),
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -153,6 +155,7 @@ class BestEncoder(L.Callback):
 
     def __init__(self):
         self.best_loss, self.best_epoch, self.best_state = math.inf, -1, None
+        self.best_extra = {}  # the method's saved_modules() (clip: the observables MLP) of that epoch
 
     def on_validation_end(self, trainer, pl_module):
         loss = trainer.callback_metrics.get("val/loss")
@@ -161,12 +164,16 @@ class BestEncoder(L.Callback):
         if float(loss) < self.best_loss:
             self.best_loss, self.best_epoch = float(loss), int(trainer.current_epoch)
             self.best_state = {k: v.detach().cpu().clone() for k, v in pl_module.encoder.state_dict().items()}
+            self.best_extra = {name: {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
+                               for name, m in pl_module.saved_modules().items()}
 
     def state_dict(self):
-        return {"best_loss": self.best_loss, "best_epoch": self.best_epoch, "best_state": self.best_state}
+        return {"best_loss": self.best_loss, "best_epoch": self.best_epoch, "best_state": self.best_state,
+                "best_extra": self.best_extra}
 
     def load_state_dict(self, state):
         self.best_loss, self.best_epoch, self.best_state = state["best_loss"], state["best_epoch"], state["best_state"]
+        self.best_extra = state.get("best_extra", {})
 
 
 class Stamp(L.Callback):
@@ -439,7 +446,10 @@ def _train(cfg: dict, data_dir: Path, out_dir: Path, key: str, resume_from: Path
     # the encoder of the best val loss is the result; without a val split, the last one
     if best_cb.best_state is not None:
         model.encoder.load_state_dict(best_cb.best_state)
-    save_encoder(out_dir / ENCODER, model.encoder, cfg, manifest.get("content_hash"), pool_jets)
+        for name, module in model.saved_modules().items():
+            module.load_state_dict(best_cb.best_extra[name])
+    save_encoder(out_dir / ENCODER, model.encoder, cfg, manifest.get("content_hash"), pool_jets,
+                 model.encoder_extras())
     trained = int(trainer.current_epoch)  # epochs completed (after fit, current_epoch counts them)
     stopping_point = {"world_size": trainer.world_size, "pool": cfg["pretrain"]["pool"], "pool_jets": pool_jets,
                       "best_epoch": best_cb.best_epoch, "best_val_loss": best_cb.best_loss,
