@@ -327,7 +327,7 @@ def test_ablation_report_shows_ratio_retrieval_and_pretext_columns(tmp_path):
     ratio_r2_fsr_scan (linear; MLP and per-jet in the CSV), retrieval_top1 and a pretext column; the sentence
     names the pretext variant; the science section says the ratio recovers the parameter where one jet cannot."""
     grid = {**REPORT_GRID, "variants": {"ntxent-pretext": {"pretext": {"target": "view", "weight": 0.5}}}}
-    cfg = config.resolve(smoke_with(grid, tmp_path / "results"))
+    cfg = resolve(smoke_with(grid, tmp_path / "results"))
     assert ablation.variant_config(cfg, "ntxent-pretext")["ablation"]["variant"]["pretext"] == "view λ=0.5"
     assert "pretext" not in ablation.variant_config(cfg, "vicreg-pairs")["ablation"]["variant"]
     folder = tmp_path / "results" / "ablation"

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from rs3l import cli
-from rs3l.config import resolve
+from rs3l.resolve import resolve
 from rs3l.evaluation import science
 from synthetic import make_config, make_dataset
 

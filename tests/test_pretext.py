@@ -30,7 +30,7 @@ def config(tmp_path, pretext_cfg=None, augment=("nominal", "fsr_down", "mpi_off"
     cfg["views"]["fsr_scan"]["draw"] = {"TimeShower:renormMultFac": {"log_uniform": [0.25, 4.0]}}
     if pretext_cfg is not None:
         cfg["pretrain"]["pretext"] = pretext_cfg
-    from rs3l.config import resolve
+    from rs3l.resolve import resolve
     return resolve(cfg)
 
 
@@ -187,7 +187,7 @@ def test_smoke_config_pretrains_with_clip_and_with_a_pretext_weight(tmp_path, pr
     cfg["results_dir"] = str(tmp_path / "results")
     cfg["pretrain"].update(pretrain)
     (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(cfg))
-    from rs3l.config import load
+    from rs3l.resolve import load
     resolved = load(tmp_path / "smoke.yaml")
     data = make_dataset(tmp_path / "data", {"train": 160, "val": 48, "test": 48}, views=resolved["simulation"]["views"],
                         classes=resolved["classes"], seed=2)
