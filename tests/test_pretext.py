@@ -11,7 +11,7 @@ import torch
 
 from rs3l.config import ConfigError
 from rs3l.models import pretext
-from rs3l.models.method import ContrastiveMethod, batch_extras
+from rs3l.models.methods import batch_extras, build_method
 from rs3l.training.data import dataset_from_config
 from synthetic import make_config, make_dataset
 from training_steps import train_steps
@@ -105,7 +105,7 @@ def test_head_on_the_method_learns_the_view_of_real_batches(data, tmp_path):
                  augmentations={"smear": {"scale_gev": 5.0}})
     assert batch_extras(cfg) == {"jet_columns": (), "view_index": True}
     torch.manual_seed(0)
-    method = ContrastiveMethod.from_config(cfg, 15)
+    method = build_method(cfg, 15)
     pre, acc = [], []
 
     def pretext_of(batch):  # the head's loss and accuracy on the batch just trained on
@@ -126,7 +126,7 @@ def test_head_on_the_method_learns_the_view_of_real_batches(data, tmp_path):
 def _train(cfg, data, steps=12):
     """Losses per step and the final encoder state of ``steps`` AdamW steps from torch seed 0."""
     torch.manual_seed(0)
-    method = ContrastiveMethod.from_config(cfg, 15)
+    method = build_method(cfg, 15)
     losses = train_steps(method, dataset_from_config(cfg, data, "train", "pairs", cfg["pretrain"]["augment_views"]),
                          steps, weight_decay=0.01)
     return np.array(losses), {k: v.detach().clone() for k, v in method.encoder.state_dict().items()}

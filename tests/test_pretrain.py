@@ -336,7 +336,7 @@ def test_cli(data, results, tmp_path, capsys):
 def test_three_views_per_jet_through_the_method(data, tmp_path):
     """views_per_jet 3 with a re-simulated + hand-crafted view: the method embeds all views in one pass
     and its loss is the multi-positive NT-Xent of the three embeddings; gradients reach the encoder."""
-    from rs3l.models.method import ContrastiveMethod
+    from rs3l.models.methods import build_method
     from rs3l.models.objectives import ntxent_multi
     from rs3l.training.data import dataset_from_config
 
@@ -344,7 +344,7 @@ def test_three_views_per_jet_through_the_method(data, tmp_path):
                                                       "views_per_jet": 3})
     batch = next(iter(dataset_from_config(cfg, data, "train", "pairs", cfg["pretrain"]["augment_views"])))
     assert [batch[f"x{k}"].shape for k in (1, 2, 3)] == [(32, 32, 15)] * 3
-    model = ContrastiveMethod.from_config(cfg, 15)
+    model = build_method(cfg, 15)
     loss, _ = model._step(batch, "val")
     hs, zs = model._embed_views(batch)
     assert loss.item() == pytest.approx(ntxent_multi(*zs, temperature=0.1).item(), rel=1e-6)

@@ -209,23 +209,9 @@ def check_pretrain(cfg: dict) -> None:
                           f"(it is {p['pool']})")
     if p["objective"] == "jepa" and p["projection_head"]:
         raise ConfigError("pretrain.projection_head must be 0 with pretrain.objective 'jepa' (its predictor is the head)")
-    check_pretrain_heads(cfg)
-
-
-def check_pretrain_heads(cfg: dict) -> None:
-    """``objective: clip`` (no projection head) and ``pretext: {target: parameter}`` (needs a scan view)."""
-    from rs3l.training.augment import parse_view
-
-    p = cfg["pretrain"]
     if p["objective"] == "clip" and p["projection_head"]:
         raise ConfigError("pretrain.projection_head must be 0 with pretrain.objective 'clip' (the observables MLP "
                           "maps into the encoder's own embedding)")
-    if (p.get("pretext") or {}).get("target") == "parameter":
-        if not any(cfg["views"][parse_view(v)[0]]["draw"] for v in p["augment_views"]):
-            scans = [v for v, d in cfg["views"].items() if d["draw"]]
-            raise ConfigError(f"pretrain.pretext.target 'parameter' needs a parameter-scan view (views.<v>.draw) in "
-                              f"pretrain.augment_views; got {p['augment_views']} (scan views: "
-                              f"{', '.join(scans) or 'none defined'})")
 
 
 PARTON_CLASSES = ("q", "c", "b", "g")

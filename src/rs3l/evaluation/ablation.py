@@ -304,7 +304,7 @@ def _marginal_best(rows: list[dict], col: str, factor: str, larger_is_better: bo
 
 
 def _pm(v, s, digits: int) -> str:
-    from rs3l.evaluation.report import pm
+    from rs3l.evaluation.stats import pm
 
     return pm(v, s, digits, missing=DASH)
 

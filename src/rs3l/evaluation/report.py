@@ -43,6 +43,7 @@ import numpy as np
 from rs3l.atomic import atomic_path, write_text
 from rs3l.config import results_path
 from rs3l.evaluation import plots, stats
+from rs3l.evaluation.stats import pm
 from rs3l.evaluation.tasks import describe_labels, labels_order, parse_labels, record_labels
 
 log = logging.getLogger(__name__)
@@ -504,13 +505,6 @@ def job_seconds_markdown(stages: dict[str, dict]) -> str:
         lines += ["", f"Evaluation (fine-tuning + probes + science) {ev:.0f} s against simulation {sim:.0f} s: "
                       f"{ev / sim:.2f} of it."]
     return "\n".join(lines) + "\n"
-
-
-def pm(v, s, digits: int = 3, missing: str = "–") -> str:
-    """'mean ± std' with ``digits`` decimals; just the mean without a std, ``missing`` without a value."""
-    if v is None or not math.isfinite(v):
-        return missing
-    return f"{v:.{digits}f}" + ("" if s is None or not math.isfinite(s) else f" ± {s:.{digits}f}")
 
 
 def science_markdown(science: dict) -> str:

@@ -460,7 +460,7 @@ def main(cfg: dict, args) -> None:
 def markdown_lines(result: dict) -> list[str]:
     """The parameter_ratio and retrieval entries of ``rs3l science``'s JSON as Markdown lines for the report's
     section "What the representation kept" (none where the JSON has neither)."""
-    from rs3l.evaluation.report import pm
+    from rs3l.evaluation.stats import pm
 
     lines = []
     ratio = result.get("parameter_ratio") or {}

@@ -138,3 +138,10 @@ def paired_bootstrap(metric: str, is_signal: np.ndarray, scores_a: np.ndarray, s
     lo, hi = _summary(finite, level) if finite.size else (math.nan, math.nan)
     return {"delta": float(full), "low": lo, "high": hi, "p_not_better": float(np.mean(finite <= 0)) if finite.size
             else math.nan, "n_boot": int(n_boot), "level": level}
+
+
+def pm(v, s, digits: int = 3, missing: str = "–") -> str:
+    """'mean ± std' with ``digits`` decimals; just the mean without a std, ``missing`` without a value."""
+    if v is None or not math.isfinite(v):
+        return missing
+    return f"{v:.{digits}f}" + ("" if s is None or not math.isfinite(s) else f" ± {s:.{digits}f}")

@@ -43,14 +43,6 @@ def jet_columns(method: type, pretext_target: str | None) -> tuple[str, ...]:
     return tuple(method.JET_COLUMNS) + ((pretext_head.PARAMETER_COLUMN,) if pretext_target == "parameter" else ())
 
 
-def batch_extras(cfg: dict) -> dict:
-    """What a pre-training batch carries besides the particles, as :class:`rs3l.training.data.JetDataset`
-    arguments: ``jet_columns`` (:func:`jet_columns`) and ``view_index`` (``view1 ... viewn``, for a pretext)."""
-    p = cfg["pretrain"]
-    pre = p.get("pretext") or {}
-    return {"jet_columns": jet_columns(method_class(p["objective"]), pre.get("target")), "view_index": bool(pre)}
-
-
 def jets_of_view(batch: dict, k: int, names, columns) -> torch.Tensor:
     """Columns ``names`` (batch, len(names)) of view k's jet columns ``batch[f"jets{k + 1}"]``, whose order is ``columns``."""
     columns = list(columns)
@@ -83,12 +75,9 @@ class ContrastiveMethod(L.LightningModule):
 
     @classmethod
     def from_config(cls, cfg: dict, n_features: int) -> "ContrastiveMethod":
-        """The method of ``pretrain.objective`` (a :class:`JEPAMethod` for ``jepa``, a
-        :class:`rs3l.models.clip.CLIPMethod` for ``clip``), with the pretext head of ``pretrain.pretext``."""
+        """This method from the config, with the pretext head of ``pretrain.pretext`` (the class of
+        ``pretrain.objective``: :func:`rs3l.models.methods.build_method`)."""
         p, t = cfg["pretrain"], cfg["training"]
-        special = method_class(p["objective"])
-        if cls is ContrastiveMethod and special is not cls:
-            return special.from_config(cfg, n_features)
         encoder = build_encoder(p["encoder"], cfg, n_features)
         return cls(encoder, objectives.objective_from_config(cfg),
                    projection=p["projection_head"], learning_rate=t["learning_rate"], weight_decay=t["weight_decay"],
@@ -253,13 +242,3 @@ class JEPAMethod(ContrastiveMethod):
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         # called after the optimiser step of this batch
         self.update_target(self.momentum())
-
-
-def method_class(objective: str) -> type:
-    """The LightningModule class of ``pretrain.objective``."""
-    if objective == "jepa":
-        return JEPAMethod
-    if objective == "clip":
-        from rs3l.models.clip import CLIPMethod
-        return CLIPMethod
-    return ContrastiveMethod

@@ -80,7 +80,8 @@ def parse_view(name: str) -> tuple[str, tuple[str, ...]]:
 
 def check_config(cfg: dict) -> None:
     """pretrain.augment_views: each a simulated view and known transforms; enough of them (or a
-    stochastic one) for pretrain.views_per_jet. ConfigError naming the key otherwise."""
+    stochastic one) for pretrain.views_per_jet; a scan view among them for a ``parameter`` pretext.
+    ConfigError naming the key otherwise."""
     from rs3l.config import ConfigError  # this module stays numpy-only for the data loaders
 
     p, simulated = cfg["pretrain"], cfg["simulation"]["views"]
@@ -98,6 +99,12 @@ def check_config(cfg: dict) -> None:
     if len(p["augment_views"]) < n and not stochastic:
         raise ConfigError(f"pretrain.views_per_jet = {n} needs at least {n} entries in pretrain.augment_views "
                           f"(or one with a hand-crafted augmentation, e.g. 'nominal+jetclr'); got {p['augment_views']}")
+    if (p.get("pretext") or {}).get("target") == "parameter":
+        if not any(cfg["views"][parse_view(v)[0]]["draw"] for v in p["augment_views"]):
+            scans = [v for v, d in cfg["views"].items() if d["draw"]]
+            raise ConfigError(f"pretrain.pretext.target 'parameter' needs a parameter-scan view (views.<v>.draw) in "
+                              f"pretrain.augment_views; got {p['augment_views']} (scan views: "
+                              f"{', '.join(scans) or 'none defined'})")
 
 
 def base_views(names: list[str]) -> list[str]:

@@ -594,7 +594,7 @@ def dataset_from_config(cfg: dict, data_dir, split: str, mode: str, views: list[
     # pretrain.exclude_classes: the held-out classes never enter the pre-training streams (train and val)
     excluded = pool.excluded_labels(cfg) if stream == "pretrain" else ()
     jet_ids = pool.from_config(cfg, data_dir) if (stream == "pretrain" and split == "train") else None
-    from rs3l.models.method import batch_extras  # what the objective and pretext head read besides the particles
+    from rs3l.models.methods import batch_extras  # what the objective and pretext head read besides the particles
     return JetDataset(
         data_dir, split, features=t["features"], max_constituents=t["max_constituents"], batch_size=t["batch_size"],
         mode=mode, views=views, shuffle=train, drop_last=train, shuffle_buffer=t["shuffle_buffer"], seed=cfg["seed"],

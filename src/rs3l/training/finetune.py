@@ -306,17 +306,20 @@ class Arms:
             self._test = TestViews(self.data_dir, self.task, self.manifest, self.features, self.max_p)
         return self._test
 
-    def run(self, labels, seed: int, out_dir, evaluate_out=None, log_model: bool = True) -> dict:
+    def run(self, labels, seed: int, out_dir, evaluate_out=None, log_model: bool | None = None) -> dict:
         """Train (and with ``evaluate_out`` evaluate) the arm (``labels``: token or fraction, repeat ``seed``).
 
         Returns the metadata stored in ``model.pt`` (without weights), with the evaluation record
-        under ``evaluation`` when evaluated."""
+        under ``evaluation`` when evaluated. ``log_model``: also log the classifier as an MLflow model
+        (default: as ``finetune.log_models`` says for this seed)."""
         import torch
 
         cfg, task, mode, ft = self.cfg, self.task, self.mode, self.cfg["finetune"]
         token = labels if isinstance(labels, str) else labels_token(fraction=labels)
         fraction, count = parse_labels(token)
         seed = check_seed(seed, ft["seeds"], "finetune.seeds")
+        if log_model is None:
+            log_model = ft["log_models"] == "all" or (ft["log_models"] == "first_seed" and seed == 0)
         out_dir = Path(out_dir)
         # the seed path keeps its pre-count form for fractions, so results of earlier versions stay reproducible
         train_seed = derive_seed(cfg["seed"], "finetune", task.name, mode, repr(fraction) if count is None else token,

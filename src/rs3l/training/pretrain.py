@@ -39,7 +39,7 @@ from rs3l import tracking
 from rs3l.atomic import atomic_path, write_text
 from rs3l.config import config_hash
 from rs3l.models.classifier import safe_load
-from rs3l.models.method import ContrastiveMethod
+from rs3l.models.methods import build_method
 from rs3l.seeds import derive_seed
 from rs3l.training.augment import base_views
 from rs3l.training import requeue
@@ -411,7 +411,7 @@ def _train(cfg: dict, data_dir: Path, out_dir: Path, key: str, resume_from: Path
     warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")
     L.seed_everything(derive_seed(cfg["seed"], "pretrain"), workers=False, verbose=False)
     datamodule = JetDataModule(cfg, data_dir, mode="pairs", views=cfg["pretrain"]["augment_views"], stream="pretrain")
-    model = ContrastiveMethod.from_config(cfg, n_features=len(t["features"]))
+    model = build_method(cfg, n_features=len(t["features"]))
     metrics_cb = EpochMetrics(uri, run_id)
     # last.ckpt after every epoch, overwritten (Lightning writes it atomically via an fsspec
     # transaction). Not save_last=True: with save_top_k=0 that only saves at the very end.
