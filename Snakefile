@@ -23,7 +23,9 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# (defaults are already filled in by rs3l's resolver, which also fills those of an optional section such as
+# pretrain.pretext when it is given; Snakemake's own filling would step into a null one)
+validate(config, "workflow/schemas/config.schema.yaml", set_default=False)
 
 
 include: "workflow/rules/setup.smk"
