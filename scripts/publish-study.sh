@@ -2,7 +2,8 @@
 # Copy a finished study's small report files into the repository (docs/<name>/): the results page and
 # table, the paired comparisons, job seconds per stage, the plots a reader looks at, each pre-training's
 # summary, and the hashes that identify the data and the config. Nothing large (no data, no models).
-#   bash scripts/publish-study.sh results-study-2core docs/study-2core
+#   bash scripts/publish-study.sh results-study-2core docs/study-2core [SNAKEMAKE_LOG]
+# With Snakemake's log of the run, also the wall time per stage (wall_time.md, scripts/stage_wall.py).
 set -euo pipefail
 results=${1:?usage: publish-study.sh RESULTS_DIR DEST_DIR}
 dest=${2:?usage: publish-study.sh RESULTS_DIR DEST_DIR}
@@ -41,4 +42,7 @@ except Exception as exc:  # noqa: BLE001 - the hashes above are what matters
 json.dump(out, open(sys.argv[2], "w"), indent=1)
 PY
 cp "$results/config.yaml" "$dest/config.resolved.yaml"
+if [[ -n ${3:-} ]]; then
+    python3 "$(dirname "$0")/stage_wall.py" "$3" --json "$dest/wall_time.json" > "$dest/wall_time.md"
+fi
 echo "publish-study: $(find "$dest" -type f | wc -l) files, $(du -sh "$dest" | cut -f1) in $dest"

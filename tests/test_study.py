@@ -21,6 +21,7 @@ from rs3l.training import pool
 from rs3l.training.data import JetDataset
 from rs3l.training.finetune import arm_dir, finetune, finetune_arms
 
+from conftest import REPO
 from synthetic import make_dataset
 from test_finetune import CLASSES, VIEWS, tiny_cfg, write_encoder
 
@@ -180,3 +181,34 @@ def test_pool_scan_report_on_synthetic_results(cfg, tmp_path):
     assert {(c["labels"], c["comparison"].split("(")[1][:4]) for c in comps} == {
         (t, m) for t in ("n100", "n1000") for m in ("line", "full")}
     assert all(c["delta"] > 0 for c in comps)
+
+
+def test_stage_wall_reads_a_snakemake_log(tmp_path):
+    """scripts/stage_wall.py: per rule the jobs, first start, last end and the union of its jobs' running times
+    (two overlapping jobs of one rule count once), from Snakemake's log lines."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stage_wall", REPO / "scripts" / "stage_wall.py")
+    sw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sw)
+    log = """[Sun Dec  6 18:00:00 2026]
+localrule generate:
+    output: a
+    jobid: 1
+[Sun Dec  6 18:00:00 2026]
+localrule generate:
+    jobid: 2
+[Sun Dec  6 18:01:00 2026]
+Finished jobid: 1 (Rule: generate)
+[Sun Dec  6 18:02:00 2026]
+Finished jobid: 2 (Rule: generate)
+[Sun Dec  6 18:04:00 2026]
+rule merge:
+    jobid: 3
+[Sun Dec  6 18:10:00 2026]
+Finished jobid: 3 (Rule: merge)
+""".splitlines(keepends=True)
+    s = sw.summary(sw.parse(log))
+    assert s["wall_min"] == 10
+    assert s["rules"]["generate"] == {"jobs": 2, "unfinished": 0, "first_start_min": 0, "last_end_min": 2, "busy_min": 2}
+    assert s["rules"]["merge"]["busy_min"] == 6 and "| merge | 1 | 4.0 | 10.0 | 6.0 |" in sw.markdown(s)
