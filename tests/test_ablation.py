@@ -301,11 +301,14 @@ def test_ablation_workflow_runs_end_to_end_on_smoke_data(tmp_path):
 
 @pytest.mark.skipif("jepa" not in config.schema()["properties"]["pretrain"]["properties"]["objective"]["enum"],
                     reason="objective jepa and hand-crafted augmentations arrive from another branch (issue #12)")
-def test_full_grid_resolves_to_eighteen_variants():
-    """config/ablation_full.yaml: ntxent, vicreg, jepa x {resim, handcrafted, both} x views_per_jet {2, 4}."""
+def test_full_grid_resolves_to_eighteen_variants_and_four_named_ones():
+    """config/ablation_full.yaml: ntxent, vicreg, jepa x {resim, handcrafted, both} x views_per_jet {2, 4}, plus
+    clip and three pretext heads (view at lambda 0.5 and 0.1, parameter of fsr_scan at 0.5)."""
     cfg = load(REPO / "config" / "ablation_full.yaml")
     configs = ablation.check(cfg)
-    assert len(configs) == 18 and "jepa-handcrafted-v4" in configs
+    assert len(configs) == 18 + 4 and "jepa-handcrafted-v4" in configs
+    assert {"clip-resim", "ntxent-resim-pretext-view", "ntxent-resim-pretext-view-l01",
+            "ntxent-resimscan-pretext-parameter"} <= set(configs)
     assert configs["jepa-handcrafted-v4"]["pretrain"]["views_per_jet"] == 4
     assert ablation.held_out_view(cfg, configs) == "vincia"
 
