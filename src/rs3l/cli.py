@@ -263,11 +263,19 @@ def _written_file(exc: BaseException) -> str | None:
     while tb is not None:
         frames.append(tb.tb_frame)
         tb = tb.tb_next
-    for frame in reversed(frames):
-        for value in frame.f_locals.values():
+    for i in range(len(frames) - 1, -1, -1):
+        for value in frames[i].f_locals.values():
             name, mode = getattr(value, "name", None), getattr(value, "mode", "")
-            if isinstance(value, io.IOBase) and isinstance(name, str) and isinstance(mode, str) and set(mode) & set("wax+"):
+            if not (isinstance(value, io.IOBase) and isinstance(mode, str) and set(mode) & set("wax+")):
+                continue
+            if isinstance(name, str):
                 return name
+            # opened with os.fdopen (name: the descriptor, closed by now, e.g. MLflow's staged artifacts): the
+            # nearest caller's absolute path local named *path
+            for frame in reversed(frames[:i + 1]):
+                for key, v in frame.f_locals.items():
+                    if key.endswith("path") and isinstance(v, str) and os.path.isabs(v):
+                        return v
     return None
 
 
