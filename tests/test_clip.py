@@ -16,7 +16,6 @@ from rs3l.config import ConfigError
 from rs3l.evaluation import neighbours, science
 from rs3l.models import observables
 from rs3l.models.clip import CLIPMethod, view_pairs
-from rs3l.models.method import ContrastiveMethod
 from rs3l.models.methods import build_method
 from rs3l.models.objectives import clip
 from rs3l.training.data import dataset_from_config, load_arrays

@@ -8,7 +8,7 @@ import torch
 from rs3l.models import objectives
 from rs3l.models.classifier import read_encoder_checkpoint
 from rs3l.models.encoders import build_encoder
-from rs3l.models.method import ContrastiveMethod, JEPAMethod
+from rs3l.models.method import JEPAMethod
 from rs3l.models.methods import build_method
 from rs3l.training.pretrain import load_encoder, run
 from synthetic import make_config, make_dataset
