@@ -47,9 +47,28 @@ SLURM_ARGS = ("--slurm-status-command", "squeue", "--slurm-init-seconds-before-s
 def workflow(results: Path, *args, configfile: Path, profile: Path = PROFILE, **kwargs):
     """The README's cluster command (``snakemake --profile ...``) on ``results``."""
     kwargs.setdefault("timeout", TIMEOUT)
-    return snakemake("--profile", str(profile), *SLURM_ARGS, "--slurm-keep-successful-logs",
-                     "--slurm-logdir", str(results.parent / "slurm_logs"), *args,
-                     results_dir=results, configfile=str(configfile), **kwargs)
+    try:
+        return snakemake("--profile", str(profile), *SLURM_ARGS, "--slurm-keep-successful-logs",
+                         "--slurm-logdir", str(results.parent / "slurm_logs"), *args,
+                         results_dir=results, configfile=str(configfile), **kwargs)
+    except AssertionError as exc:  # what the Slurm jobs and the rules wrote, for a failure on a CI machine
+        raise AssertionError(f"{exc}\n{job_logs(results)}") from None
+
+
+def job_logs(results: Path, tail: int = 3000) -> str:
+    """The tails of the newest Slurm job logs, the rules' logs and slurmd's log."""
+    files = sorted((results.parent / "slurm_logs").rglob("*.log"), key=lambda p: p.stat().st_mtime)[-3:]
+    files += sorted((results / "logs").glob("*/*.log"), key=lambda p: p.stat().st_mtime)[-3:]
+    conf = os.environ.get("SLURM_CONF")
+    if conf:
+        files.append(Path(conf).parent / "log" / "slurmd.log")
+    out = []
+    for f in files:
+        try:
+            out.append(f"--- {f} (tail)\n{f.read_text(errors='replace')[-tail:]}")
+        except OSError as exc:
+            out.append(f"--- {f}: {exc}")
+    return "\n".join(out)
 
 
 def start(results: Path, *args, **kwargs) -> tuple[subprocess.Popen, Path]:
@@ -312,7 +331,7 @@ def test_pretraining_requeued_on_the_warning_signal_resumes_in_the_same_run(clea
     # job steps, not the batch shell)
     subprocess.run(["scancel", "--signal=USR1", job], check=True)
     t0 = time.monotonic()
-    assert proc.wait(timeout=TIMEOUT) == 0, out.read_text()[-5000:]
+    assert proc.wait(timeout=TIMEOUT) == 0, out.read_text()[-5000:] + job_logs(results)
     wall = time.monotonic() - t0
     requeued, _ = check_one_requeued_training(results, out.read_text(), epochs)
     figure("pretrain: Slurm's warning signal (scancel --signal=USR1)", [], wall,
@@ -364,7 +383,7 @@ def test_a_node_that_goes_down_requeues_its_job(clean, tmp_path):
         state = subprocess.run(["sinfo", "-h", "-n", node, "-o", "%T"], capture_output=True, text=True).stdout
         if "down" in state:
             subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=True)
-    assert proc.wait(timeout=TIMEOUT) == 0, out.read_text()[-5000:]
+    assert proc.wait(timeout=TIMEOUT) == 0, out.read_text()[-5000:] + job_logs(results)
     wall = time.monotonic() - t0
     text = out.read_text()
     # the same Slurm job finished the bundle: Snakemake waited for it, no retry, no second submission
