@@ -144,6 +144,20 @@ def test_only_the_first_repeat_seed_logs_its_classifier_by_default(setup):
     assert logged(finetune(cfg, setup["data"], "top_vs_q", "scratch", 1.0, setup["tmp"] / "scratch-s1-all", seed=1))
 
 
+def test_log_models_largest_picks_seed_0_of_the_largest_labelled_set():
+    """log_models largest (the default run's): only repeat seed 0 of the last labelled set in
+    label_sets order (counts ascending, then fractions ascending) logs an MLflow model."""
+    from rs3l.training.finetune import logs_model
+
+    cfg = resolve({"finetune": {"label_counts": [100, 30], "label_fractions": [1.0, 0.1], "log_models": "largest"}})
+    assert [t for t in ("n30", "n100", "f0.1", "f1") if logs_model(cfg, t, 0)] == ["f1"]
+    assert not logs_model(cfg, "f1", 1)
+    cfg["finetune"].update(label_fractions=[])
+    assert [t for t in ("n30", "n100") if logs_model(cfg, t, 0)] == ["n100"]
+    first = {**cfg, "finetune": {**cfg["finetune"], "log_models": "first_seed"}}
+    assert logs_model(first, "n30", 0) and not logs_model(first, "n30", 1)
+
+
 FEATURES = ["part_deta", "part_dphi", "part_log_pt", "part_log_e", "part_charge"]
 
 

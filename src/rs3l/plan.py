@@ -113,17 +113,43 @@ SHARD_TO_FRAGMENT = 1.03
 MERGE_ROWS_PER_S = (45000.0, "benchmarks/bench_scale.py on the dev VM: 128k jets x 4 views in 10.3 CPU s")
 
 
-#: Training throughput on the dev VM's 2 cores, views/s (batch 128; DESIGN.md, measured 2026-11-22); inference
-#: (eval mode, no gradients) is taken as 3x that: a forward pass is about a third of forward + backward.
-TRAIN_RATE = ({"particlenet": 826.0, "transformer": 1667.0, "deepsets": 6052.0, "particle_transformer": 600.0},
-              "DESIGN.md: default-run CPU training, 2 threads, batch 128 (particle_transformer: assumed)")
-INFER_FACTOR = 3.0
-#: A fine-tuning arm: optimiser steps until early stopping, taken as max(min_steps, 20 epochs of its labelled
-#: set) + patience x val_every (the steps after the best one), capped at max_steps; plus this much fixed cost
-#: per arm (MLflow runs, model logging) and per job (imports, data loading).
-ARM_OVERHEAD_S, FINETUNE_JOB_S = 3.0, 15.0
+#: Training throughput of one job in a local run on the dev VM (2 cores, two jobs at a time), views (jets) per
+#: second of forward + backward at batch 128, for each encoder at its schema-default size. particlenet:
+#: the default run of 2026-12-06 (commit e5da51d): pre-training 89.5k views in 188 CPU s with validation,
+#: fine-tuning arms at 0.23 s per step of 128 jets (cProfile); the others scaled by the ratios of DESIGN.md's
+#: 2-thread benchmark (particlenet 826, transformer 1667, deepsets 6052 views/s; particle_transformer assumed).
+TRAIN_RATE = ({"particlenet": 550.0, "transformer": 1110.0, "deepsets": 4030.0, "particle_transformer": 400.0},
+              "default run 2026-12-06, one job of two on 2 cores, batch 128 (particle_transformer: assumed)")
+#: Inference (eval mode, no gradients, batches of 256) over training, same job: the default run's fine-tuning
+#: arms scored 7 test views of ~480 jets in 4.4 s (~780 jets/s).
+INFER_FACTOR = 1.4
+#: ParticleNet's cost per jet grows about linearly with its EdgeConv channels summed over blocks (measured
+#: side by side, one thread, batch 128, default data: [32, 32] 0.075 s, [32, 32, 32] 0.136 s, [32, 64] 0.139 s,
+#: [32, 64, 64] 0.245 s per step): the rate above is for the schema default [32, 64, 64] (sum 160).
+PARTICLENET_CHANNELS = 160
+#: A fine-tuning arm trains to its best step, taken as max(20 steps, 10 epochs of its labelled set) (the default
+#: run's arms: best at 10-30 steps below one batch per epoch, 40-120 steps at 905 labelled jets), then
+#: patience x val_every steps more, at least min_steps, at most max_steps; plus this much fixed cost per arm
+#: (MLflow runs, labels, model file; the MLflow model export of the first seed averaged over seeds) and per
+#: job (imports, data loading).
+ARM_OVERHEAD_S, FINETUNE_JOB_S = 4.0, 15.0
 #: The probe job: one convex or kNN fit per (task, labelled set, seed, probe, encoder), seconds each.
 PROBE_FIT_S = 0.5
+
+
+def train_rate(cfg: dict) -> float:
+    """Training views/s of ``pretrain.encoder`` at its configured size (:data:`TRAIN_RATE`)."""
+    enc = cfg["pretrain"]["encoder"]
+    rate = TRAIN_RATE[0].get(enc, min(TRAIN_RATE[0].values()))
+    if enc == "particlenet":
+        rate *= PARTICLENET_CHANNELS / sum(cfg["encoders"]["particlenet"]["channels"])
+    return rate
+
+
+def arm_steps(ft: dict, n_labelled: float, batch: int) -> int:
+    """Optimiser steps of a fine-tuning arm until early stopping (see :data:`ARM_OVERHEAD_S`)."""
+    best = max(20, 10 * -(-int(n_labelled) // batch))
+    return min(ft["max_steps"], max(ft["min_steps"], best + ft["patience"] * ft["val_every"]))
 
 
 def training_seconds(cfg: dict, jets: dict) -> dict[str, float]:
@@ -133,7 +159,7 @@ def training_seconds(cfg: dict, jets: dict) -> dict[str, float]:
     from rs3l.evaluation.tasks import label_sets, parse_labels
 
     t, p, ft, ev = cfg["training"], cfg["pretrain"], cfg["finetune"], cfg["evaluate"]
-    rate = TRAIN_RATE[0].get(p["encoder"], min(TRAIN_RATE[0].values()))
+    rate = train_rate(cfg)
     infer = rate * INFER_FACTOR
     views = len(cfg["simulation"]["views"])
     n = {s: sum(v.values()) for s, v in jets.items()}
@@ -152,8 +178,8 @@ def training_seconds(cfg: dict, jets: dict) -> dict[str, float]:
         for token, _ in job["arms"]:
             fraction, count = parse_labels(token)
             n_lab = min(count, n_task["train"]) if count else fraction * n_task["train"]
-            batch = min(t["batch_size"], max(n_lab, 1))
-            steps = min(ft["max_steps"], max(ft["min_steps"], 20 * -(-n_lab // batch)) + ft["patience"] * ft["val_every"])
+            batch = min(t["batch_size"], max(int(n_lab), 1))
+            steps = arm_steps(ft, n_lab, batch)
             val = (steps / ft["val_every"]) * n_task["val"] / infer
             test = n_task["test"] * views / infer
             out["finetune"] += steps * batch / (rate if job["mode"] != "mlp" else infer) + val + test + ARM_OVERHEAD_S
@@ -380,9 +406,10 @@ def format_plan(p: dict, cfg: dict) -> str:
     if "split_lhe" in p["cpu_hours"]:
         lines.append(f"  split-lhe {SPLIT_RATE[0]:.0f} ev/s [{SPLIT_RATE[1]}]; an lhe process is costed like the "
                      f"measured process its name matches, else like top")
-    lines += [f"  training {TRAIN_RATE[0].get(cfg['pretrain']['encoder'], 0):.0f} views/s ({cfg['pretrain']['encoder']}), "
-              f"inference {INFER_FACTOR:g}x that [{TRAIN_RATE[1]}]; fine-tuning arm: max(min_steps, 20 epochs) + "
-              f"patience x val_every steps, {ARM_OVERHEAD_S:g} s per arm, {FINETUNE_JOB_S:g} s per job",
+    lines += [f"  training {train_rate(cfg):.0f} views/s ({cfg['pretrain']['encoder']} as configured), "
+              f"inference {INFER_FACTOR:g}x that [{TRAIN_RATE[1]}]; fine-tuning arm: max(20 steps, 10 epochs) + "
+              f"patience x val_every steps (at least min_steps), {ARM_OVERHEAD_S:g} s per arm, "
+              f"{FINETUNE_JOB_S:g} s per job",
               f"  hard process {HARD_RATE[0]:.0f} ev/s [{HARD_RATE[1]}]",
               f"  per-job overhead {JOB_OVERHEAD_S[0]} s (start, imports, Pythia init) [measured here]",
               f"  merge {MERGE_ROWS_PER_S[0]:,.0f} rows/s [{MERGE_ROWS_PER_S[1]}]",

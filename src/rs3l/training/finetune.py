@@ -37,8 +37,9 @@ import numpy as np
 
 from rs3l.atomic import atomic_path, write_text
 from rs3l.config import config_hash
-from rs3l.evaluation.tasks import (check_fraction, check_seed, check_task_data, describe_labels, labelled_subset,
-                                   labels_token, load_task_split, parse_labels, resolve_task, validation_subset)
+from rs3l.evaluation.tasks import (check_fraction, check_seed, check_task_data, describe_labels, label_sets,
+                                   labelled_subset, labels_token, load_task_split, parse_labels, resolve_task,
+                                   validation_subset)
 from rs3l.models.classifier import (MODEL_FILE, build_classifier, device, predict, read_encoder_checkpoint,
                                     scores_from_logits)
 from rs3l.seeds import derive_seed
@@ -57,6 +58,15 @@ def method_name(mode: str, encoder: str, pool_jets: int | None = None) -> str:
     if mode == "scratch":
         return f"supervised-{encoder}"
     return f"rs3l-{encoder}" + (f"-pool{int(pool_jets)}" if pool_jets is not None else "")
+
+
+def logs_model(cfg: dict, token: str, seed: int) -> bool:
+    """Whether the arm (labels ``token``, repeat ``seed``) logs its classifier as an MLflow model
+    (``finetune.log_models``: all, first_seed, largest = seed 0 at the task's largest labelled set, none)."""
+    how = cfg["finetune"]["log_models"]
+    if how == "largest":
+        return seed == 0 and token == label_sets(cfg)[-1]
+    return how == "all" or (how == "first_seed" and seed == 0)
 
 
 # ----------------------------------------------------------------------------- Lightning
@@ -319,7 +329,7 @@ class Arms:
         fraction, count = parse_labels(token)
         seed = check_seed(seed, ft["seeds"], "finetune.seeds")
         if log_model is None:
-            log_model = ft["log_models"] == "all" or (ft["log_models"] == "first_seed" and seed == 0)
+            log_model = logs_model(cfg, token, seed)
         out_dir = Path(out_dir)
         # the seed path keeps its pre-count form for fractions, so results of earlier versions stay reproducible
         train_seed = derive_seed(cfg["seed"], "finetune", task.name, mode, repr(fraction) if count is None else token,
