@@ -30,6 +30,37 @@ def test_receipt_is_reused_for_its_key_only_and_one_is_kept(tmp_path):
     assert sorted(p.name for p in out.parent.joinpath(receipts.FOLDER).iterdir()) == [receipts.path(out, "b" * 64).name]
 
 
+def test_fragments_removed_by_a_cancelled_bundle_are_restored_from_their_receipts(tmp_path):
+    """The restart's race (rs3l.cluster): a bundle cancelled just after a unit finished removes that
+    unit's fragment, which the restarted Snakemake's DAG already counted as done. Each fragment that
+    existed before the cancel comes back as the same file (its receipt, same inode); one without a
+    receipt of that inode (none, or a stale receipt of another key) is reported, not invented."""
+    from rs3l import cluster
+
+    results = tmp_path / "results"
+    chunk = results / "fragments" / "top" / "chunk0"
+    frags = {name: chunk / f"{name}.r0.parquet" for name in ("nominal", "seed", "fsr_up")}
+    for name, out in frags.items():
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(name.encode())
+    receipts.record(frags["nominal"], "a" * 64)
+    receipts.record(frags["fsr_up"], "c" * 64)
+    before = cluster.finished_outputs(results)
+    assert sorted(before) == sorted(frags.values())
+    for out in frags.values():  # what the cancelled bundle's Snakemake does to the outputs of its "failed" units
+        out.unlink()
+    # a stale receipt (another key, other content) of fsr_up must not stand in for the removed file
+    receipts.path(frags["fsr_up"], "c" * 64).unlink()
+    with atomic_path(receipts.path(frags["fsr_up"], "d" * 64)) as tmp:
+        tmp.write_bytes(b"stale")
+    said = []
+    lost = cluster.restore_removed(before, said.append)
+    assert lost == sorted([frags["fsr_up"], frags["seed"]])
+    assert frags["nominal"].read_bytes() == b"nominal" and frags["nominal"].stat().st_ino == before[frags["nominal"]]
+    assert not frags["seed"].exists() and not frags["fsr_up"].exists()
+    assert len(said) == 1 and "restored from its receipt" in said[0]
+
+
 def test_temporary_names_differ_per_writer_and_link_replaces_atomically(tmp_path):
     target = tmp_path / "f.parquet"
     assert temp_path(target) != temp_path(target)  # same process, same host: still two names

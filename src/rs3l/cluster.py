@@ -12,6 +12,13 @@ executor plugin's run id, which is the name of each of its jobs; the ids of the 
 folder are kept in ``<results>/logs/slurm_runs.json``. What the cancelled jobs had finished stays:
 re-simulation units keep their fragments (:mod:`rs3l.receipts`), pre-training resumes from its
 last epoch in the same MLflow run (:mod:`rs3l.training.requeue`).
+
+One race remains: Snakemake builds its DAG before ``onstart``, so it sees a unit that a bundle finished
+just before the cancel as done; the bundle's Snakemake, cancelled before it took note of that unit, then
+removes the unit's output as possibly corrupt. :func:`cancel_orphans` therefore notes the fragments that
+exist before it cancels and afterwards links back each one that vanished from its receipt (the same
+inode: the very file the DAG saw). One without a receipt stops the run with a one-line error; the same
+command then runs it again.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rs3l.atomic import write_text
+from rs3l import atomic, receipts
 
 RECORD = "slurm_runs.json"
 KEEP_RUNS = 50
@@ -58,12 +65,35 @@ def earlier_runs(record: Path) -> list[dict]:
         return []
 
 
+def finished_outputs(results: Path) -> dict[Path, int]:
+    """The re-simulation fragments under ``results`` (path -> inode)."""
+    return {p: p.stat().st_ino for p in (results / "fragments").glob("*/chunk*/*.parquet")}
+
+
+def restore_removed(before: dict[Path, int], say=print) -> list[Path]:
+    """Link back each output of ``before`` (path -> inode) that no longer exists from its receipt with
+    the same inode (:mod:`rs3l.receipts`). Returns the ones that could not be restored."""
+    lost = []
+    for path, inode in sorted(before.items()):
+        if path.exists():
+            continue
+        same = [r for r in (path.parent / receipts.FOLDER).glob(f"{path.name}.*") if r.stat().st_ino == inode]
+        if same:
+            atomic.link(same[0], path)
+            say(f"rs3l: {path} was removed by a cancelled job after it had finished; restored from its receipt")
+        else:
+            lost.append(path)
+    return lost
+
+
 def cancel_orphans(record: str | os.PathLike, run_id: str | None, wait_s: float = 600, poll_s: float = 2,
-                   say=print) -> list[str]:
+                   say=print, results: str | os.PathLike | None = None) -> list[str]:
     """Cancel the queued or running jobs of the earlier runs in ``record`` and wait until Slurm
-    has ended them; then add ``run_id`` (this run; None: not a Slurm run) to ``record``.
-    Returns the cancelled job ids."""
+    has ended them; restore the finished fragments (under ``results``, default: the folder above
+    ``record``'s) that the cancelled jobs removed; then add ``run_id`` (this run; None: not a Slurm
+    run) to ``record``. Returns the cancelled job ids."""
     record = Path(record)
+    results = Path(results) if results is not None else record.parent.parent
     runs = earlier_runs(record)
     names = {r["run_id"] for r in runs} - {run_id}
     try:
@@ -78,6 +108,7 @@ def cancel_orphans(record: str | os.PathLike, run_id: str | None, wait_s: float 
         say(f"rs3l: {len(orphans)} Slurm job(s) of an earlier Snakemake on these results are still queued or "
             f"running ({', '.join(orphans)}); cancelling them before submitting anything, so that no output is "
             f"written by two jobs. What they finished is kept.")
+        before = finished_outputs(results)
         res = subprocess.run(["scancel", *orphans], capture_output=True, text=True, timeout=120)
         if res.returncode != 0:
             raise OrphanError(f"scancel {' '.join(orphans)} failed ({res.stderr.strip()}); cancel these jobs "
@@ -93,11 +124,16 @@ def cancel_orphans(record: str | os.PathLike, run_id: str | None, wait_s: float 
                                   f"then run the same command again")
             time.sleep(poll_s)
         say(f"rs3l: cancelled {', '.join(orphans)}")
+        lost = restore_removed(before, say)
+        if lost:
+            raise OrphanError(f"{len(lost)} finished output(s) were removed by the cancelled jobs and have no receipt "
+                              f"({', '.join(map(str, lost[:3]))}{', ...' if len(lost) > 3 else ''}); run the same "
+                              f"command again: it makes them anew")
     if run_id:
         runs = [r for r in runs if r["run_id"] != run_id][-(KEEP_RUNS - 1):]
         runs.append({"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
                      "started": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-        write_text(record, json.dumps({"runs": runs}, indent=1))
+        atomic.write_text(record, json.dumps({"runs": runs}, indent=1))
     return orphans
 
 
