@@ -105,6 +105,9 @@ def test_config_rejects_bad_science_and_exclusion_settings(tmp_path, caplog):
     anomaly classes must be classes."""
     with pytest.raises(ConfigError, match="pretrain.exclude_classes: unknown class 'wq'"):
         make_config(tmp_path, pretrain={"exclude_classes": ["wq"]})
+    from rs3l import config
+
+    config._warn_once.cache_clear()  # logged once per process: an earlier test may have met the same config
     make_config(tmp_path, pretrain={"exclude_classes": ["top"]})
     assert "finetune.tasks.top_vs_q.signal: class 'top' is held out of pre-training" in caplog.text
     with pytest.raises(ConfigError, match="science.anomaly.class: unknown class 'zz'"):

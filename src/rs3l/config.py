@@ -48,9 +48,22 @@ def _schema_text() -> str:
     return resources.files("rs3l").joinpath("config.schema.yaml").read_text()
 
 
+@functools.lru_cache(maxsize=1)
+def _parsed_schema() -> dict:
+    # parsed once per process: PyYAML takes about 0.3 s for the 48 kB schema, and every config
+    # resolution (an ablation grid resolves each variant several times) needs it
+    return yaml.load(_schema_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    """Log a config warning once per process (an ablation grid checks every variant's config several times)."""
+    log.warning(message)
+
+
 def schema() -> dict:
     """The config schema (a fresh copy: validation fills defaults into what it is given)."""
-    return yaml.safe_load(_schema_text())
+    return copy.deepcopy(_parsed_schema())
 
 
 def _filling(validator_class):
@@ -158,9 +171,9 @@ def check(cfg: dict) -> None:
                     raise ConfigError(f"finetune.tasks.{tname}.{side}: unknown class '{c}'; classes: {', '.join(classes)}")
                 if c in cfg["pretrain"]["exclude_classes"]:
                     # a warning, not an error: probe-only grids (ablation) keep such tasks for the frozen probes
-                    log.warning("finetune.tasks.%s.%s: class '%s' is held out of pre-training (pretrain.exclude_classes) "
-                                "but labelled in this task: fine-tuned arms of it see the class, and its anomaly score "
-                                "in rs3l science is then no longer that of an unseen class", tname, side, c)
+                    _warn_once(f"finetune.tasks.{tname}.{side}: class '{c}' is held out of pre-training "
+                               f"(pretrain.exclude_classes) but labelled in this task: fine-tuned arms of it see the "
+                               f"class, and its anomaly score in rs3l science is then no longer that of an unseen class")
             if not set(task[side]) & made:
                 raise ConfigError(f"finetune.tasks.{tname}.{side}: none of {task[side]} is produced by the simulated "
                                   f"processes {sim['processes']} (they produce {', '.join(sorted(made))})")
