@@ -188,3 +188,25 @@ def test_report_cli_exits_2_on_missing_input(tmp_path, capsys):
 def test_config_defaults_for_evaluation(cfg):
     assert cfg["evaluate"]["efficiencies"] == [0.3, 0.5, 0.7]
     assert resolve({})["finetune"]["train_views"] == ["nominal"]
+
+
+def test_answer_table_marks_an_arm_whose_seeds_did_not_all_converge():
+    """A scratch arm of which one seed never improved on its untrained start (kept at random
+    initialisation, AUC below 0.5 possible) is marked in the answer table, with the note saying why;
+    a table whose arms all converged has neither."""
+    from rs3l.evaluation.report import UNCONVERGED_NOTE, headline
+
+    def row(method, mode, auc, converged=1.0):
+        return {"task": "top_vs_qcd", "labels": "f0.01", "method": method, "mode": mode, "auc": auc,
+                "auc_std": 0.01, "auc_ci_low": auc - 0.02, "auc_ci_high": auc + 0.02, "n_labels": 11,
+                "converged": converged}
+
+    rows = [row("rs3l-particlenet", "full", 0.85), row("supervised-particlenet", "scratch", 0.667, 2 / 3),
+            row("substructure-bdt", "baseline", 0.86), row("random-particlenet", "linear", 0.75)]
+    md = headline(rows, [], [])
+    line = next(ln for ln in md.splitlines() if ln.startswith("| 1% (11) |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2].endswith("²") and not any(c.endswith("²") for c in (cells[1], cells[3], cells[4])), cells
+    assert UNCONVERGED_NOTE in md
+    rows[1]["converged"] = 1.0
+    assert "²" not in headline(rows, [], [])

@@ -381,11 +381,24 @@ def _best_pretrained(rows: list[dict]) -> dict | None:
     return max(cands, key=lambda r: r["auc"]) if cands else None
 
 
+UNCONVERGED_NOTE = ("² Not every seed of this arm converged (the full table's `converged` column gives the share): "
+                    "a seed that never improved on its untrained start keeps its random initialisation, whose AUC "
+                    "can lie below 0.5; its logs say so.")
+
+
+def _unconverged(row: dict | None) -> bool:
+    return row is not None and row.get("converged") is not None and row["converged"] < 1
+
+
+def _headline_cell(row: dict | None) -> str:
+    return _auc_cell(row) + ("²" if _unconverged(row) else "")
+
+
 def headline(rows: list[dict], comps: list[dict], robustness: list[str]) -> str:
     """The section results.md opens with: per task a compact table (rows: labelled sets; columns: the best
     pre-trained arm, scratch, the BDT, the random-encoder probe; AUC with its interval), the paired
     comparisons (beyond the noise first) and the held-out-shower robustness."""
-    lines = ["## The answer first", ""]
+    lines, unconverged = ["## The answer first", ""], False
     for task in dict.fromkeys(r["task"] for r in rows):
         rt = [r for r in rows if r["task"] == task]
         lines += [f"**{task}** — AUC on the nominal test view, mean ± std over seeds [95% bootstrap interval]:", "",
@@ -398,9 +411,12 @@ def headline(rows: list[dict], comps: list[dict], robustness: list[str]) -> str:
                     for m in (("supervised-", "scratch"), ("substructure-bdt", "baseline"), ("random-", "linear"))}
             n = at[0].get("n_labels")
             name = describe_labels(labels) + (f" ({n})" if parse_labels(labels)[0] is not None else "")
-            lines.append(f"| {name} | " + (f"{_auc_cell(best)} ({best['method']} {best['mode']})" if best else "–")
-                         + " | " + " | ".join(_auc_cell(pick[m]) for m in pick) + " |")
+            first = f"{_headline_cell(best)} ({best['method']} {best['mode']})" if best else "–"
+            lines.append(f"| {name} | {first} | " + " | ".join(_headline_cell(pick[m]) for m in pick) + " |")
+            unconverged |= any(_unconverged(r) for r in [best, *pick.values()])
         lines.append("")
+    if unconverged:
+        lines += [UNCONVERGED_NOTE, ""]
     ordered = sorted(comps, key=lambda c: (c["verdict"] == "no difference beyond the noise",
                                            c["verdict"] == "undetermined"))
     if ordered:

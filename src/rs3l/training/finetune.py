@@ -399,7 +399,9 @@ class Arms:
             mlflow.log_artifact(str(out_dir / LABELS_FILE))
         log.info("%s %s %s seed %d: %d labelled jets, best step %d of %d (%s), val %s -> %s", task.name, mode,
                  describe_labels(token), seed, labels_info["n_labels"], summary["best_step"], summary["stopped_step"],
-                 "converged" if summary["converged"] else "NOT converged: raise finetune.max_steps",
+                 "converged" if summary["converged"] else
+                 "NOT converged: no step improved on the untrained start's val loss" if summary["best_step"] <= 0
+                 else "NOT converged: raise finetune.max_steps",
                  {k: round(v, 4) for k, v in summary["best"].items()}, out_dir / MODEL_FILE)
         if evaluate_out is not None:
             from rs3l.evaluation.evaluate import evaluate_model
