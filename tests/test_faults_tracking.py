@@ -41,6 +41,7 @@ from rs3l import mounts, resolve, tracking
 pytestmark = pytest.mark.faults
 
 SMOKE = REPO / "config" / "smoke.yaml"
+FULL = os.environ.get("RS3L_FAULTS_FULL") == "1"  # the full set (README "Tests")
 
 
 def figure(capsys, fault: str, recomputed, recovery_s, manifest_equal, running: int) -> None:
@@ -499,14 +500,14 @@ with tracking.child_run(cfg, f"writer-{i}", "probe"):
 # embedded-store case is a measurement, run with RS3L_FAULTS_FULL=1; the server case always runs, with 16
 # writers in CI (50 start 50 Python processes on 2 cores: about two minutes) and 50 with RS3L_FAULTS_FULL=1.
 SQLITE_WRITERS = pytest.param("sqlite", marks=pytest.mark.skipif(
-    os.environ.get("RS3L_FAULTS_FULL") != "1",
+    not FULL,
     reason="50 SQLite writers at once can meet 'database is locked' on a loaded machine: RS3L_FAULTS_FULL=1 runs it"))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("store", ["server", SQLITE_WRITERS])
 def test_many_processes_log_at_once(store, request, tmp_path, capsys):
-    n, metrics = (50 if os.environ.get("RS3L_FAULTS_FULL") == "1" else 16), 100
+    n, metrics = (50 if FULL else 16), 100
     overrides = {"results_dir": str(tmp_path / "results")}
     if store == "server":
         server = request.getfixturevalue("tracking_server")

@@ -77,9 +77,7 @@ def restore_removed(before: dict[Path, int], say=print) -> list[Path]:
     for path, inode in sorted(before.items()):
         if path.exists():
             continue
-        same = [r for r in (path.parent / receipts.FOLDER).glob(f"{path.name}.*") if r.stat().st_ino == inode]
-        if same:
-            atomic.link(same[0], path)
+        if receipts.restore(path, inode):
             say(f"rs3l: {path} was removed by a cancelled job after it had finished; restored from its receipt")
         else:
             lost.append(path)
@@ -87,13 +85,12 @@ def restore_removed(before: dict[Path, int], say=print) -> list[Path]:
 
 
 def cancel_orphans(record: str | os.PathLike, run_id: str | None, wait_s: float = 600, poll_s: float = 2,
-                   say=print, results: str | os.PathLike | None = None) -> list[str]:
-    """Cancel the queued or running jobs of the earlier runs in ``record`` and wait until Slurm
-    has ended them; restore the finished fragments (under ``results``, default: the folder above
-    ``record``'s) that the cancelled jobs removed; then add ``run_id`` (this run; None: not a Slurm
-    run) to ``record``. Returns the cancelled job ids."""
+                   say=print) -> list[str]:
+    """Cancel the queued or running jobs of the earlier runs in ``record`` (``<results>/logs/``) and
+    wait until Slurm has ended them; restore the finished fragments under ``<results>`` that the
+    cancelled jobs removed; then add ``run_id`` (this run; None: not a Slurm run) to ``record``.
+    Returns the cancelled job ids."""
     record = Path(record)
-    results = Path(results) if results is not None else record.parent.parent
     runs = earlier_runs(record)
     names = {r["run_id"] for r in runs} - {run_id}
     try:
@@ -108,7 +105,7 @@ def cancel_orphans(record: str | os.PathLike, run_id: str | None, wait_s: float 
         say(f"rs3l: {len(orphans)} Slurm job(s) of an earlier Snakemake on these results are still queued or "
             f"running ({', '.join(orphans)}); cancelling them before submitting anything, so that no output is "
             f"written by two jobs. What they finished is kept.")
-        before = finished_outputs(results)
+        before = finished_outputs(record.parent.parent)
         res = subprocess.run(["scancel", *orphans], capture_output=True, text=True, timeout=120)
         if res.returncode != 0:
             raise OrphanError(f"scancel {' '.join(orphans)} failed ({res.stderr.strip()}); cancel these jobs "

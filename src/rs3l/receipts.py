@@ -66,7 +66,22 @@ def record(out: str | os.PathLike, unit_key: str) -> Path | None:
     except OSError as exc:  # e.g. a filesystem without hard links: the unit just runs again next time
         log.warning("no receipt kept for %s (%s): after a fault it would be computed again", out, exc)
         return None
-    for old in receipt.parent.glob(f"{Path(out).name}.*"):
+    for old in kept(out):
         if old != receipt:
             old.unlink(missing_ok=True)
     return receipt
+
+
+def kept(out: str | os.PathLike) -> list[Path]:
+    """The receipts kept for the output ``out``, whatever their key."""
+    out = Path(out)
+    return list((out.parent / FOLDER).glob(f"{out.name}.*"))
+
+
+def restore(out: str | os.PathLike, inode: int) -> bool:
+    """Put back at ``out`` the receipt that is the very file ``inode`` (an output seen finished, then
+    removed). False when no receipt of ``out`` is that file (none kept, or one of another key)."""
+    same = [r for r in kept(out) if r.stat().st_ino == inode]
+    if same:
+        atomic.link(same[0], out)
+    return bool(same)

@@ -397,12 +397,15 @@ class Arms:
 
                 log_mlflow_model(model, "classifier", self.features)
             mlflow.log_artifact(str(out_dir / LABELS_FILE))
+        if summary["converged"]:
+            status = "converged"
+        elif summary["best_step"] <= 0:
+            status = "NOT converged: no step improved on the untrained start's val loss"
+        else:
+            status = "NOT converged: raise finetune.max_steps"
         log.info("%s %s %s seed %d: %d labelled jets, best step %d of %d (%s), val %s -> %s", task.name, mode,
                  describe_labels(token), seed, labels_info["n_labels"], summary["best_step"], summary["stopped_step"],
-                 "converged" if summary["converged"] else
-                 "NOT converged: no step improved on the untrained start's val loss" if summary["best_step"] <= 0
-                 else "NOT converged: raise finetune.max_steps",
-                 {k: round(v, 4) for k, v in summary["best"].items()}, out_dir / MODEL_FILE)
+                 status, {k: round(v, 4) for k, v in summary["best"].items()}, out_dir / MODEL_FILE)
         if evaluate_out is not None:
             from rs3l.evaluation.evaluate import evaluate_model
 
